@@ -1,0 +1,40 @@
+"""Packaging for tf_extopt: fast, compiled optimisers for TensorFlow 2."""
+
+import setuptools
+
+with open("README.md", encoding="utf-8") as readme:
+    LONG_DESCRIPTION = readme.read()
+
+setuptools.setup(
+    name="tf_extopt",
+    version="0.1.0",
+    description=(
+        "Compiled, batched L-BFGS and L-BFGS-B for TensorFlow 2, SciPy "
+        "optimizers for TF2/Keras/TF1 code, and Keras training with L-BFGS."
+    ),
+    long_description=LONG_DESCRIPTION,
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["tf_extopt", "tf_extopt.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "tensorflow>=2.16",
+        "numpy",
+        "scipy",
+    ],
+    extras_require={
+        # Test oracles only: TFP (which needs tf-keras to import under
+        # Keras 3) and tf-keras models; never imported by the package.
+        "test": [
+            "pytest",
+            "tensorflow-probability>=0.24",
+            "tf-keras",
+        ],
+        "bench": ["tensorflow-probability>=0.24", "tf-keras", "gpflow"],
+        "examples": ["matplotlib"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Mathematics",
+        "License :: OSI Approved :: Apache Software License",
+    ],
+)
