@@ -1,5 +1,18 @@
 """tf_extopt: the best optimiser for the job, in TensorFlow 2."""
 
+from tf_extopt._results import LBfgsOptimizerResults
+from tf_extopt._results import converged_all
+from tf_extopt._results import converged_any
+from tf_extopt.lbfgs import lbfgs_minimize
+from tf_extopt.external_optimizer import ExternalOptimizerInterface, ScipyOptimizerInterface
+
 __version__ = "0.1.0"
 
-__all__ = []
+__all__ = [
+    "ExternalOptimizerInterface",
+    "ScipyOptimizerInterface",
+    "LBfgsOptimizerResults",
+    "converged_all",
+    "converged_any",
+    "lbfgs_minimize",
+]

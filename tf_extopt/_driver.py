@@ -1,0 +1,400 @@
+"""The batched quasi-Newton loop shared by `lbfgs_minimize` and `lbfgsb_minimize`.
+
+One `tf.while_loop` trip is exactly one batched call of the objective. Every
+batch member is always somewhere inside its own line search (see
+`_linesearch`): a trip evaluates all members' trial points at once, advances
+each member's search by one step, and the members whose search ended accept a
+point, update their memory, test convergence and start their next search in
+the same trip. Members never wait for each other, so a batch costs as many
+evaluations as its slowest member, not the sum over iterations of the slowest
+line search.
+
+The algorithm-specific parts come in through a `Strategy`:
+
+* ``direction(x, g, memory) -> d``: the quasi-Newton search direction.
+* ``stationarity(x, g) -> [B]``: the quantity compared with `tolerance` (the
+  sup-norm of the gradient, or of the projected gradient under bounds).
+* ``max_step(x, d) -> [B]``: the largest step the line search may take.
+* ``initial_step(d, iteration, memory) -> [B]``: the first trial step.
+* ``project(x) -> x``: maps trial points into the feasible set.
+* ``reset_on_bad_curvature``: when an accepted step has ``s.y <= eps |g.s|``,
+  forget the memory (True) or just skip the pair (False).
+
+Each iteration::
+
+  d = direction(x, g, memory); if g.d >= 0: memory = {}, d = direction(...)
+  search along x + a d (one trial per trip) until strong Wolfe holds, or no
+  further progress is possible / max_line_search_iterations trials were used:
+    - Wolfe point, or a best point with f <= f(x):  accept it
+    - otherwise, memory not empty: memory = {}, search again from x
+    - otherwise (already steepest descent):          failed
+  on acceptance: push (s, y) if s.y is safely positive, test convergence.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+from tf_extopt import _convergence
+from tf_extopt import _linesearch
+from tf_extopt import _memory
+from tf_extopt._results import LBfgsOptimizerResults
+
+Strategy = collections.namedtuple(
+    "Strategy",
+    ["direction", "stationarity", "max_step", "initial_step", "project",
+     "reset_on_bad_curvature"])
+
+Config = collections.namedtuple(
+    "Config",
+    ["num_correction_pairs", "tolerance", "x_tolerance",
+     "f_relative_tolerance", "f_absolute_tolerance", "max_iterations",
+     "max_line_search_iterations", "parallel_iterations",
+     "stopping_condition"])
+
+_State = collections.namedtuple(
+    "_State",
+    ["iteration", "num_evaluations", "x", "f", "g", "memory", "converged",
+     "failed", "direction", "search", "best_gradient"])
+
+
+class Objective:
+  """Calls the user's function on flat `[B, n]` points, checking its outputs.
+
+  The user's function sees points shaped like `initial_position`; the loop
+  works on `[B, n]`.
+  """
+
+  def __init__(self, value_and_gradients_function, position_shape,
+               static_position_shape, dtype):
+    self._function = value_and_gradients_function
+    self._position_shape = position_shape
+    self._static_shape = static_position_shape
+    self._dtype = dtype
+
+  def __call__(self, x_flat):
+    x = tf.reshape(x_flat, self._position_shape)
+    x.set_shape(self._static_shape)
+    outputs = self._function(x)
+    if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
+      raise TypeError(
+          "`value_and_gradients_function` must return a pair "
+          f"(value, gradient); got {type(outputs).__name__}.")
+    value = tf.convert_to_tensor(outputs[0])
+    gradient = tf.convert_to_tensor(outputs[1])
+    self._check(value, "value", self._static_shape[:-1])
+    self._check(gradient, "gradient", self._static_shape)
+    return tf.reshape(value, [-1]), tf.reshape(gradient, tf.shape(x_flat))
+
+  def _check(self, tensor, what, expected_shape):
+    if tensor.dtype != self._dtype:
+      raise TypeError(
+          f"`value_and_gradients_function` returned a {what} of dtype "
+          f"{tensor.dtype.name}; expected {self._dtype.name}, the dtype of "
+          "the position.")
+    if not tensor.shape.is_compatible_with(expected_shape):
+      raise ValueError(
+          f"`value_and_gradients_function` returned a {what} of shape "
+          f"{tensor.shape}; expected {expected_shape} for a position of "
+          f"shape {self._static_shape}.")
+
+
+def initial_state(objective, x, config, strategy, memory,
+                  initial_inverse_hessian=None):
+  """Evaluates the start point and opens the first line search."""
+  f, g = objective(x)
+  finite = _convergence.is_finite_point(f, g)
+  minus_inf = tf.equal(f, tf.constant(-np.inf, f.dtype))
+  converged = minus_inf | (
+      finite & (strategy.stationarity(x, g) <= config.tolerance))
+  failed = ~converged & ~finite
+  iteration = tf.zeros_like(f, dtype=tf.int32)
+  return _open(x, f, g, memory, iteration, tf.constant(1), converged,
+               failed, config, strategy)
+
+
+def resumed_state(x, f, g, memory, num_iterations, num_evaluations,
+                  converged, failed, config, strategy):
+  """Opens line searches from a previous run's results."""
+  iteration = tf.fill(tf.shape(f), tf.cast(num_iterations, tf.int32))
+  return _open(x, f, g, memory, iteration,
+               tf.cast(num_evaluations, tf.int32), converged, failed,
+               config, strategy)
+
+
+def _open(x, f, g, memory, iteration, num_evaluations, converged, failed,
+          config, strategy):
+  everyone = tf.ones_like(converged)
+  placeholder_search = _linesearch.init(
+      tf.ones_like(f), f, -tf.ones_like(f), tf.ones_like(f))
+  state = _State(
+      iteration=iteration, num_evaluations=num_evaluations, x=x, f=f, g=g,
+      memory=memory, converged=converged, failed=failed,
+      direction=tf.zeros_like(x), search=placeholder_search,
+      best_gradient=g)
+  return _start_searches(state, everyone & _active(state, config), strategy)
+
+
+def _active(state, config):
+  return (~state.converged & ~state.failed
+          & (state.iteration < config.max_iterations))
+
+
+def _where(mask, new, old):
+  """`tf.where` over a `[B]` mask for `[B]` or `[B, n]` tensors and tuples."""
+  if isinstance(new, tuple):
+    return type(new)(*[_where(mask, a, b) for a, b in zip(new, old)])
+  while len(mask.shape) < len(new.shape):
+    mask = mask[..., None]
+  return tf.where(mask, new, old)
+
+
+def _start_searches(state, where, strategy):
+  """Computes directions and opens a line search for the `where` members."""
+  memory = state.memory
+  d = strategy.direction(state.x, state.g, memory)
+  slope = tf.reduce_sum(state.g * d, axis=-1)
+  not_descent = where & ~(
+      (slope < 0) & tf.reduce_all(tf.math.is_finite(d), axis=-1))
+
+  def steepest():
+    cleared = _memory.reset(memory, not_descent)
+    fresh = strategy.direction(state.x, state.g, cleared)
+    return cleared, _where(not_descent, fresh, d)
+
+  memory, d = tf.cond(tf.reduce_any(not_descent), steepest,
+                      lambda: (memory, d))
+  slope = tf.reduce_sum(state.g * d, axis=-1)
+  # Even steepest descent is not a descent direction (zero or non-finite
+  # projected gradient that the tolerance did not catch): nothing to search.
+  hopeless = where & ~(slope < 0)
+  first = strategy.initial_step(d, state.iteration, memory)
+  search = _linesearch.init(first, state.f, slope,
+                            strategy.max_step(state.x, d))
+  return state._replace(
+      memory=memory,
+      direction=_where(where, d, state.direction),
+      search=_where(where, search, state.search),
+      best_gradient=_where(where, state.g, state.best_gradient),
+      failed=state.failed | hopeless)
+
+
+def _body(objective, config, strategy, state):
+  """One trip: one batched evaluation, one step of every member's search."""
+  active = _active(state, config)
+  search = state.search
+  x_trial = strategy.project(
+      state.x + search.step[:, None] * state.direction)
+  x_trial = _where(active, x_trial, state.x)
+  f_trial, g_trial = objective(x_trial)
+  trial_ok = tf.reduce_all(tf.math.is_finite(x_trial), axis=-1)
+  finite = trial_ok & _convergence.is_finite_point(f_trial, g_trial)
+  slope = tf.reduce_sum(g_trial * state.direction, axis=-1)
+  new_search, status, moved = _linesearch.step(search, f_trial, slope,
+                                               finite)
+  best_gradient = _where(moved, g_trial, state.best_gradient)
+
+  minus_inf = trial_ok & tf.equal(f_trial,
+                                  tf.constant(-np.inf, f_trial.dtype))
+  take_trial = active & (minus_inf | tf.equal(status, _linesearch.CONVERGED))
+  give_up = active & ~take_trial & (
+      tf.equal(status, _linesearch.WARNING)
+      | (new_search.num_evaluations >= config.max_line_search_iterations))
+  # Without a Wolfe point, fall back on the best point the search has seen
+  # (the trial itself when a warning kept it out of the bracket update).
+  trial_is_best = finite & (f_trial < new_search.best_value)
+  fallback_step = tf.where(trial_is_best, search.step, new_search.best_step)
+  fallback_value = tf.where(trial_is_best, f_trial, new_search.best_value)
+  take_best = give_up & (fallback_step > 0) & (
+      fallback_value <= search.initial_value)
+  search_failed = give_up & ~take_best
+  accepted = take_trial | take_best
+
+  use_trial = take_trial | trial_is_best
+  x_new = _where(use_trial, x_trial, strategy.project(
+      state.x + fallback_step[:, None] * state.direction))
+  f_new = tf.where(use_trial, f_trial, fallback_value)
+  g_new = _where(use_trial, g_trial, best_gradient)
+
+  converged_now = accepted & _convergence.step_converged(
+      state.x, x_new, state.f, f_new, strategy.stationarity(x_new, g_new),
+      config.tolerance, config.x_tolerance, config.f_relative_tolerance,
+      config.f_absolute_tolerance)
+  s = x_new - state.x
+  y = g_new - state.g
+  eps = np.finfo(state.x.dtype.as_numpy_dtype).eps
+  curvature_ok = tf.reduce_sum(s * y, axis=-1) > eps * tf.abs(
+      tf.reduce_sum(state.g * s, axis=-1))
+  keep_going = accepted & ~converged_now
+  memory = _memory.push(state.memory, s, y, keep_going & curvature_ok)
+  if strategy.reset_on_bad_curvature:
+    memory = _memory.reset(memory, keep_going & ~curvature_ok)
+  # A failed search restarts once from steepest descent; a failed steepest
+  # descent search is a failure of the member.
+  retry = search_failed & (memory.count > 0)
+  failed = state.failed | (search_failed & tf.equal(memory.count, 0))
+  memory = _memory.reset(memory, retry)
+
+  state = _State(
+      iteration=state.iteration + tf.cast(accepted, tf.int32),
+      num_evaluations=state.num_evaluations + 1,
+      x=_where(accepted, x_new, state.x),
+      f=tf.where(accepted, f_new, state.f),
+      g=_where(accepted, g_new, state.g),
+      memory=memory,
+      converged=state.converged | converged_now,
+      failed=failed,
+      direction=state.direction,
+      search=_where(active, new_search, state.search),
+      best_gradient=best_gradient)
+  restart = (keep_going & (state.iteration < config.max_iterations)) | retry
+  return _start_searches(state, restart, strategy)
+
+
+def run(objective, state, config, strategy, batch_shape):
+  """Runs the loop from `state` and returns `(final state)`."""
+
+  def cond(state):
+    stop = config.stopping_condition(
+        tf.reshape(state.converged, batch_shape),
+        tf.reshape(state.failed, batch_shape))
+    return ~tf.convert_to_tensor(stop) & tf.reduce_any(
+        _active(state, config))
+
+  def body(state):
+    return (_body(objective, config, strategy, state),)
+
+  (state,) = tf.while_loop(cond, body, (state,),
+                           parallel_iterations=config.parallel_iterations)
+  return state
+
+
+def to_results(state, position_shape, batch_shape):
+  """Packs a final loop state into `LBfgsOptimizerResults`."""
+  position_deltas, gradient_deltas = _memory.to_deltas(state.memory,
+                                                       position_shape)
+  return LBfgsOptimizerResults(
+      converged=tf.reshape(state.converged, batch_shape),
+      failed=tf.reshape(state.failed, batch_shape),
+      num_iterations=tf.reduce_max(state.iteration),
+      num_objective_evaluations=state.num_evaluations,
+      position=tf.reshape(state.x, position_shape),
+      objective_value=tf.reshape(state.f, batch_shape),
+      objective_gradient=tf.reshape(state.g, position_shape),
+      position_deltas=position_deltas,
+      gradient_deltas=gradient_deltas)
+
+
+def minimize(value_and_gradients_function, initial_position,
+             previous_optimizer_results, make_strategy, *,
+             num_correction_pairs, tolerance, x_tolerance,
+             f_relative_tolerance, f_absolute_tolerance, max_iterations,
+             parallel_iterations, stopping_condition,
+             max_line_search_iterations):
+  """Validates the arguments common to both solvers and runs the loop.
+
+  Args:
+    make_strategy: callable `(position_tensor) -> (Strategy, assertions)`,
+      called once the position's dtype and shape are known, so that bounds or
+      an initial inverse Hessian can be converted and broadcast against it.
+    Others: as in `lbfgs_minimize`.
+
+  Returns:
+    `LBfgsOptimizerResults`.
+  """
+  # Imported here to keep the module dependency one-way (validation is a leaf).
+  from tf_extopt import _validation  # pylint: disable=g-import-not-at-top
+
+  if not callable(value_and_gradients_function):
+    raise TypeError("`value_and_gradients_function` must be callable; got "
+                    f"{type(value_and_gradients_function).__name__}.")
+  if (initial_position is None) == (previous_optimizer_results is None):
+    raise ValueError(
+        "Exactly one of `initial_position` and `previous_optimizer_results` "
+        "must be given: `initial_position` to start a new search, "
+        "`previous_optimizer_results` to resume one; got "
+        + ("both." if initial_position is not None else "neither."))
+  num_correction_pairs = _validation.positive_int(num_correction_pairs,
+                                                  "num_correction_pairs")
+  parallel_iterations = _validation.positive_int(parallel_iterations,
+                                                 "parallel_iterations")
+  stopping_condition = _validation.callable_or_none(stopping_condition,
+                                                    "stopping_condition")
+  if stopping_condition is None:
+    from tf_extopt._results import converged_all  # pylint: disable=g-import-not-at-top
+    stopping_condition = converged_all
+
+  if previous_optimizer_results is not None:
+    if not isinstance(previous_optimizer_results, LBfgsOptimizerResults):
+      raise TypeError(
+          "`previous_optimizer_results` must be an LBfgsOptimizerResults "
+          "returned by a previous call; got "
+          f"{type(previous_optimizer_results).__name__}.")
+    position = _validation.position(previous_optimizer_results.position,
+                                    "previous_optimizer_results.position")
+  else:
+    position = _validation.position(initial_position, "initial_position")
+  dtype = position.dtype
+
+  checks = []
+  tolerances = {}
+  for name, value in (("tolerance", tolerance),
+                      ("x_tolerance", x_tolerance),
+                      ("f_relative_tolerance", f_relative_tolerance),
+                      ("f_absolute_tolerance", f_absolute_tolerance)):
+    tolerances[name], assertions = _validation.non_negative(value, name,
+                                                            dtype)
+    checks += assertions
+  max_iterations, assertions = _validation.non_negative(
+      max_iterations, "max_iterations", tf.int32)
+  checks += assertions
+  max_line_search_iterations = _validation.positive_int(
+      max_line_search_iterations, "max_line_search_iterations")
+
+  strategy, assertions = make_strategy(position)
+  checks += assertions
+
+  config = Config(
+      num_correction_pairs=num_correction_pairs,
+      max_iterations=max_iterations,
+      max_line_search_iterations=max_line_search_iterations,
+      parallel_iterations=parallel_iterations,
+      stopping_condition=stopping_condition,
+      **tolerances)
+
+  with tf.control_dependencies(checks):
+    position_shape = tf.shape(position)
+  batch_shape = position_shape[:-1]
+  n = position.shape[-1] if position.shape[-1] is not None else (
+      position_shape[-1])
+  objective = Objective(value_and_gradients_function, position_shape,
+                        position.shape, dtype)
+  x = tf.reshape(position, tf.stack([-1, n]))
+  batch_size = tf.shape(x)[0]
+
+  if previous_optimizer_results is None:
+    x = strategy.project(x)
+    memory = _memory.empty(batch_size, num_correction_pairs, n, dtype)
+    state = initial_state(objective, x, config, strategy, memory)
+  else:
+    prev = previous_optimizer_results
+    deltas_pairs = prev.position_deltas.shape[0]
+    if deltas_pairs is not None and deltas_pairs != num_correction_pairs:
+      raise ValueError(
+          "`num_correction_pairs` must match the resumed run's memory: "
+          f"`previous_optimizer_results` holds {deltas_pairs} pairs, "
+          f"`num_correction_pairs` is {num_correction_pairs}.")
+    memory = _memory.from_deltas(
+        tf.convert_to_tensor(prev.position_deltas, dtype),
+        tf.convert_to_tensor(prev.gradient_deltas, dtype), batch_size, n)
+    state = resumed_state(
+        x, tf.reshape(tf.convert_to_tensor(prev.objective_value, dtype),
+                      [-1]),
+        tf.reshape(tf.convert_to_tensor(prev.objective_gradient, dtype),
+                   tf.shape(x)),
+        memory, prev.num_iterations, prev.num_objective_evaluations,
+        tf.reshape(prev.converged, [-1]), tf.reshape(prev.failed, [-1]),
+        config, strategy)
+  state = run(objective, state, config, strategy, batch_shape)
+  return to_results(state, position_shape, batch_shape)

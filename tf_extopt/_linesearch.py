@@ -1,0 +1,325 @@
+"""Batched Moré–Thuente line search, written as a one-evaluation state machine.
+
+This is the strong-Wolfe line search of Moré and Thuente (1994), the
+``dcsrch``/``dcstep`` pair of MINPACK-2 that SciPy's L-BFGS-B also uses, recast
+so that every batch member advances by exactly one trial per call. The caller
+owns the loop and the objective: it evaluates the objective at
+``position + state.step * direction`` for all members at once, and passes the
+value and directional derivative to `step`. Members that finish early simply
+stop being fed; no member ever waits for another and there is no inner loop.
+
+The interface (what a replacement line search must provide):
+
+* ``init(step, value, slope, max_step, ...) -> LineSearchState`` starts a search
+  from ``phi(0) = value``, ``phi'(0) = slope < 0``, first trial ``step``.
+* ``step(state, value, slope, is_finite) -> (state, status, moved)`` consumes the
+  objective at ``state.step`` and proposes the next ``state.step``.
+  ``status`` is ``CONTINUE``, ``CONVERGED`` (strong Wolfe holds at the trial
+  just evaluated) or ``WARNING`` (no further progress is possible; the best
+  point is ``state.best_step``). ``moved`` says the trial became the new best
+  point, so the caller can keep the gradient that goes with it.
+
+Notation map (paper / MINPACK -> code): ``stp`` -> ``step``; ``stx, fx, gx``
+-> ``best_step, best_value, best_slope`` (the step with the least value of the
+auxiliary function, Moré–Thuente's ``alpha_l``); ``sty, fy, gy`` ->
+``other_step, other_value, other_slope`` (the other end point, ``alpha_u``);
+``brackt`` -> ``bracketed``; ``stage`` 1 -> ``stage_one``; ``stmin, stmax`` ->
+``lower, upper`` (the interval the next trial must lie in).
+
+Non-finite trials (NaN or +inf value or slope) are a deviation from MINPACK,
+which has no notion of them: the trial becomes the upper end of a bracket and
+the next step bisects towards the best point, so a search that steps into an
+undefined region shrinks back out of it instead of failing.
+
+References:
+  J. J. Moré and D. J. Thuente. Line search algorithms with guaranteed
+  sufficient decrease. ACM Transactions on Mathematical Software 20(3),
+  286-307, 1994.
+"""
+
+import collections
+
+import tensorflow as tf
+
+__all__ = ["LineSearchState", "init", "step", "CONTINUE", "CONVERGED",
+           "WARNING"]
+
+CONTINUE = 0
+CONVERGED = 1
+WARNING = 2
+
+# MINPACK-2 / SciPy L-BFGS-B constants.
+SUFFICIENT_DECREASE = 1e-3   # ftol: phi(a) <= phi(0) + ftol * a * phi'(0)
+CURVATURE = 0.9              # gtol: |phi'(a)| <= gtol * |phi'(0)|
+INTERVAL_TOLERANCE = 0.1     # xtol: relative width at which to give up
+_EXTRAPOLATE_LOWER = 1.1     # xtrapl
+_EXTRAPOLATE_UPPER = 4.0     # xtrapu
+_SHRINK_FACTOR = 0.66        # force a bisection unless the interval shrinks
+
+LineSearchState = collections.namedtuple(
+    "LineSearchState",
+    [
+        "step",             # [B] the trial step to evaluate next.
+        "initial_value",    # [B] phi(0).
+        "initial_slope",    # [B] phi'(0) (< 0).
+        "best_step",        # [B] stx.
+        "best_value",       # [B] fx.
+        "best_slope",       # [B] gx.
+        "other_step",       # [B] sty.
+        "other_value",      # [B] fy.
+        "other_slope",      # [B] gy.
+        "bracketed",        # [B] bool.
+        "stage_one",        # [B] bool.
+        "width",            # [B] width of the bracket before the last step.
+        "width_before",     # [B] width two steps ago.
+        "lower",            # [B] stmin.
+        "upper",            # [B] stmax.
+        "min_step",         # [B] stpmin.
+        "max_step",         # [B] stpmax.
+        "num_evaluations",  # [B] int32 trials consumed so far.
+    ])
+LineSearchState.__doc__ = """State of one batched Moré–Thuente search.
+
+Every field has the batch shape ``[B]``; see the module docstring for the map
+from MINPACK names.
+"""
+
+
+def init(initial_step, value, slope, max_step, min_step=None):
+  """Starts a search at `phi(0) = value`, `phi'(0) = slope`.
+
+  Args:
+    initial_step: `[B]` first trial step (clipped into `[min_step, max_step]`).
+    value: `[B]` objective at step zero.
+    slope: `[B]` directional derivative at step zero; must be negative for the
+      members that will be searched.
+    max_step: `[B]` largest step allowed (e.g. the distance to a bound).
+    min_step: optional `[B]` smallest step allowed; zero by default.
+
+  Returns:
+    A `LineSearchState` whose `step` is the first trial to evaluate.
+  """
+  zero = tf.zeros_like(value)
+  if min_step is None:
+    min_step = zero
+  first = tf.clip_by_value(initial_step, min_step, max_step)
+  width = max_step - min_step
+  return LineSearchState(
+      step=first,
+      initial_value=value,
+      initial_slope=slope,
+      best_step=zero,
+      best_value=value,
+      best_slope=slope,
+      other_step=zero,
+      other_value=value,
+      other_slope=slope,
+      bracketed=tf.zeros_like(value, dtype=tf.bool),
+      stage_one=tf.ones_like(value, dtype=tf.bool),
+      width=width,
+      width_before=2.0 * width,
+      lower=zero,
+      upper=first + _EXTRAPOLATE_UPPER * first,
+      min_step=min_step,
+      max_step=max_step,
+      num_evaluations=tf.zeros_like(value, dtype=tf.int32))
+
+
+def step(state, value, slope, is_finite):
+  """Consumes the objective at `state.step` and proposes the next trial.
+
+  Args:
+    state: `LineSearchState`.
+    value: `[B]` objective value at `state.step`.
+    slope: `[B]` directional derivative at `state.step`.
+    is_finite: `[B]` bool, whether the value and the whole gradient were
+      finite. Non-finite trials shrink the step (see the module docstring).
+
+  Returns:
+    `(new_state, status, moved)`: the state with the next trial in `step`;
+    `status` per member (`CONTINUE`, `CONVERGED` or `WARNING`); `moved`, true
+    where the evaluated trial became the new best point. For members whose
+    status is not `CONTINUE` the returned state is the input state with only
+    `num_evaluations` advanced, so `best_step` still names the best point.
+  """
+  dtype = value.dtype
+  stp = state.step
+  # Keep the arithmetic clean for non-finite members; their result is replaced.
+  f = tf.where(is_finite, value, state.best_value)
+  g = tf.where(is_finite, slope, state.best_slope)
+  gtest = SUFFICIENT_DECREASE * state.initial_slope
+  ftest = state.initial_value + stp * gtest
+  bracketed = state.bracketed
+
+  # Tests on the trial just evaluated (dcsrch, before choosing a new step).
+  converged = is_finite & (f <= ftest) & (
+      tf.abs(g) <= CURVATURE * (-state.initial_slope))
+  warning = (
+      (bracketed & ((stp <= state.lower) | (stp >= state.upper)))
+      | (bracketed & (state.upper - state.lower
+                      <= INTERVAL_TOLERANCE * state.upper))
+      | (is_finite & (stp >= state.max_step) & (f <= ftest) & (g <= gtest))
+      | ((stp <= state.min_step) & (~is_finite | (f > ftest) | (g >= gtest))))
+  status = tf.where(converged, CONVERGED,
+                    tf.where(warning, WARNING, CONTINUE))
+
+  # Stage one uses the auxiliary function psi(a) = phi(a) - phi(0) - a*gtest
+  # until a step with psi <= 0 and phi' >= 0 is seen.
+  stage_one = state.stage_one & ~((f <= ftest) & (g >= 0))
+  use_psi = stage_one & (f <= state.best_value) & (f > ftest)
+  shift = tf.where(use_psi, gtest, tf.zeros_like(gtest))
+  (stx, fx, gx, sty, fy, gy, new_bracketed, new_step) = _dcstep(
+      state.best_step, state.best_value - state.best_step * shift,
+      state.best_slope - shift,
+      state.other_step, state.other_value - state.other_step * shift,
+      state.other_slope - shift,
+      stp, f - stp * shift, g - shift,
+      bracketed, state.lower, state.upper)
+  fx = fx + stx * shift
+  fy = fy + sty * shift
+  gx = gx + shift
+  gy = gy + shift
+  moved = is_finite & tf.equal(stx, stp)
+
+  # A non-finite trial is the new upper end of a bracket around the best point.
+  inf = tf.constant(float("inf"), dtype)
+  stx = tf.where(is_finite, stx, state.best_step)
+  fx = tf.where(is_finite, fx, state.best_value)
+  gx = tf.where(is_finite, gx, state.best_slope)
+  sty = tf.where(is_finite, sty, stp)
+  fy = tf.where(is_finite, fy, inf)
+  gy = tf.where(is_finite, gy, inf)
+  new_bracketed = new_bracketed | ~is_finite
+  new_step = tf.where(is_finite, new_step, stx + 0.5 * (sty - stx))
+
+  # Force a bisection when the bracket does not shrink fast enough.
+  spread = tf.abs(sty - stx)
+  new_step = tf.where(
+      new_bracketed & (spread >= _SHRINK_FACTOR * state.width_before),
+      stx + 0.5 * (sty - stx), new_step)
+  width_before = tf.where(new_bracketed, state.width, state.width_before)
+  width = tf.where(new_bracketed, spread, state.width)
+
+  lower = tf.where(new_bracketed, tf.minimum(stx, sty),
+                   new_step + _EXTRAPOLATE_LOWER * (new_step - stx))
+  upper = tf.where(new_bracketed, tf.maximum(stx, sty),
+                   new_step + _EXTRAPOLATE_UPPER * (new_step - stx))
+  new_step = tf.clip_by_value(new_step, state.min_step, state.max_step)
+  stuck = new_bracketed & ((new_step <= lower) | (new_step >= upper)
+                           | (upper - lower <= INTERVAL_TOLERANCE * upper))
+  new_step = tf.where(stuck, stx, new_step)
+
+  searching = tf.equal(status, CONTINUE)
+
+  def pick(new, old):
+    return tf.where(searching, new, old)
+
+  new_state = LineSearchState(
+      step=pick(new_step, stp),
+      initial_value=state.initial_value,
+      initial_slope=state.initial_slope,
+      best_step=pick(stx, state.best_step),
+      best_value=pick(fx, state.best_value),
+      best_slope=pick(gx, state.best_slope),
+      other_step=pick(sty, state.other_step),
+      other_value=pick(fy, state.other_value),
+      other_slope=pick(gy, state.other_slope),
+      bracketed=pick(new_bracketed, bracketed),
+      stage_one=pick(stage_one, state.stage_one),
+      width=pick(width, state.width),
+      width_before=pick(width_before, state.width_before),
+      lower=pick(lower, state.lower),
+      upper=pick(upper, state.upper),
+      min_step=state.min_step,
+      max_step=state.max_step,
+      num_evaluations=state.num_evaluations + 1)
+  return new_state, status, moved & searching
+
+
+def _dcstep(stx, fx, dx, sty, fy, dy, stp, fp, dp, bracketed, stpmin, stpmax):
+  """One safeguarded step of Moré–Thuente (MINPACK-2 ``dcstep``), batched.
+
+  The four cases of the paper are computed for every member and selected with
+  `tf.where`; a non-finite interpolant (degenerate cubic, or an end point
+  whose value is +inf after a non-finite trial) falls back to bisection.
+
+  Returns:
+    `(stx, fx, dx, sty, fy, dy, bracketed, new_step)`.
+  """
+  zero = tf.zeros_like(stp)
+  sgnd = dp * tf.sign(dx)
+
+  def cubic_terms(f_a, f_b, d_a, d_b, a, b):
+    theta = 3.0 * (f_a - f_b) / (b - a) + d_a + d_b
+    s = tf.maximum(tf.maximum(tf.abs(theta), tf.abs(d_a)), tf.abs(d_b))
+    s = tf.where(s > 0, s, tf.ones_like(s))
+    return theta, s
+
+  # Case 1: higher function value. The minimum is bracketed.
+  theta, s = cubic_terms(fx, fp, dx, dp, stx, stp)
+  gamma = s * tf.sqrt(tf.maximum(zero, (theta / s) ** 2 - (dx / s) * (dp / s)))
+  gamma = tf.where(stp < stx, -gamma, gamma)
+  p = (gamma - dx) + theta
+  q = ((gamma - dx) + gamma) + dp
+  stpc = stx + (p / q) * (stp - stx)
+  stpq = stx + ((dx / ((fx - fp) / (stp - stx) + dx)) / 2.0) * (stp - stx)
+  step1 = tf.where(tf.abs(stpc - stx) < tf.abs(stpq - stx), stpc,
+                   stpc + (stpq - stpc) / 2.0)
+
+  # Case 2: lower value, derivatives of opposite sign. Bracketed.
+  theta, s = cubic_terms(fx, fp, dx, dp, stx, stp)
+  gamma = s * tf.sqrt(tf.maximum(zero, (theta / s) ** 2 - (dx / s) * (dp / s)))
+  gamma = tf.where(stp > stx, -gamma, gamma)
+  p = (gamma - dp) + theta
+  q = ((gamma - dp) + gamma) + dx
+  stpc = stp + (p / q) * (stx - stp)
+  stpq = stp + (dp / (dp - dx)) * (stx - stp)
+  step2 = tf.where(tf.abs(stpc - stp) > tf.abs(stpq - stp), stpc, stpq)
+
+  # Case 3: lower value, same-sign derivative, derivative decreases.
+  gamma = s * tf.sqrt(tf.maximum(zero, (theta / s) ** 2 - (dx / s) * (dp / s)))
+  gamma = tf.where(stp > stx, -gamma, gamma)
+  p = (gamma - dp) + theta
+  q = (gamma + (dx - dp)) + gamma
+  r = p / q
+  stpc = tf.where((r < 0) & tf.not_equal(gamma, 0), stp + r * (stx - stp),
+                  tf.where(stp > stx, stpmax, stpmin))
+  stpq = stp + (dp / (dp - dx)) * (stx - stp)
+  nearest = tf.where(tf.abs(stpc - stp) < tf.abs(stpq - stp), stpc, stpq)
+  nearest = tf.where(stp > stx,
+                     tf.minimum(stp + _SHRINK_FACTOR * (sty - stp), nearest),
+                     tf.maximum(stp + _SHRINK_FACTOR * (sty - stp), nearest))
+  farthest = tf.where(tf.abs(stpc - stp) > tf.abs(stpq - stp), stpc, stpq)
+  farthest = tf.clip_by_value(farthest, stpmin, stpmax)
+  step3 = tf.where(bracketed, nearest, farthest)
+
+  # Case 4: lower value, same-sign derivative, derivative does not decrease.
+  theta, s = cubic_terms(fp, fy, dp, dy, stp, sty)
+  gamma = s * tf.sqrt(tf.maximum(zero, (theta / s) ** 2 - (dy / s) * (dp / s)))
+  gamma = tf.where(stp > sty, -gamma, gamma)
+  p = (gamma - dp) + theta
+  q = ((gamma - dp) + gamma) + dy
+  stpc = stp + (p / q) * (sty - stp)
+  stpc = tf.where(tf.math.is_finite(stpc), stpc, 0.5 * (stp + sty))
+  step4 = tf.where(bracketed, stpc, tf.where(stp > stx, stpmax, stpmin))
+
+  case1 = fp > fx
+  case2 = ~case1 & (sgnd < 0)
+  case3 = ~case1 & ~case2 & (tf.abs(dp) < tf.abs(dx))
+  new_step = tf.where(case1, step1,
+                      tf.where(case2, step2, tf.where(case3, step3, step4)))
+  fallback = tf.where(bracketed | case1 | case2, 0.5 * (stx + stp), stpmax)
+  new_step = tf.where(tf.math.is_finite(new_step), new_step, fallback)
+  new_bracketed = bracketed | case1 | case2
+
+  # Update the interval that contains a minimizer.
+  to_other = case1
+  swap = ~case1 & (sgnd < 0)
+  new_sty = tf.where(to_other, stp, tf.where(swap, stx, sty))
+  new_fy = tf.where(to_other, fp, tf.where(swap, fx, fy))
+  new_dy = tf.where(to_other, dp, tf.where(swap, dx, dy))
+  new_stx = tf.where(to_other, stx, stp)
+  new_fx = tf.where(to_other, fx, fp)
+  new_dx = tf.where(to_other, dx, dp)
+  return (new_stx, new_fx, new_dx, new_sty, new_fy, new_dy, new_bracketed,
+          new_step)
