@@ -4,7 +4,8 @@ from tf_extopt._results import LBfgsOptimizerResults
 from tf_extopt._results import converged_all
 from tf_extopt._results import converged_any
 from tf_extopt.lbfgs import lbfgs_minimize
-from tf_extopt.external_optimizer import ExternalOptimizerInterface, ScipyOptimizerInterface
+from tf_extopt.external_optimizer import ExternalOptimizerInterface
+from tf_extopt.external_optimizer import ScipyOptimizerInterface
 
 __version__ = "0.1.0"
 

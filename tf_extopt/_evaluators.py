@@ -1,0 +1,338 @@
+"""Evaluating loss, gradient and constraints at a packed point.
+
+Two evaluators share one interface so the optimizer classes do not branch on
+the execution mode:
+
+* `GraphEvaluator` (TF1 graphs and `tf.compat.v1.Session`s): every op is
+  built once, at construction; evaluating runs the session.
+* `EagerEvaluator` (TF2): loss and gradient are compiled once into a
+  `tf.function` with a fixed `input_signature`, so they never retrace.
+
+Both take a packed float64 point, assign it to the variables and return
+NumPy values. `bind(session, feed_dict, fetches, run_kwargs)` checks the
+per-call arguments and returns a `BoundEvaluator`, the object that `minimize`
+evaluates through:
+
+* `value_and_grad(x) -> (out, fetched)`: `out[0]` is the loss and `out[1:]`
+  the packed gradient, one float64 array (one device-to-host copy);
+* `value(x) -> (loss, fetched)` for gradient-free methods;
+* `constraints(kind, x) -> (values [m], jacobian [m, n])`, kind 'eq'/'ineq';
+* `read() -> x`, `assign(x)`.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tf_extopt import _packing
+
+
+def _as_scalar_loss(loss, what="loss"):
+  """Checks that `loss` is a real scalar and casts it to float64."""
+  loss = tf.convert_to_tensor(loss)
+  if not (loss.dtype.is_floating or loss.dtype.is_integer):
+    raise ValueError("%s must be a real scalar; got dtype %s." %
+                     (what, loss.dtype.name))
+  if loss.shape.rank is not None and loss.shape.num_elements() != 1:
+    raise ValueError("%s must be a scalar; got shape %s." % (what, loss.shape))
+  return tf.reshape(tf.cast(loss, tf.float64), [])
+
+
+class GraphEvaluator:
+  """Evaluates a graph-mode loss through a `tf.compat.v1.Session`.
+
+  Each evaluation is two `session.run` calls: one assigning the packed point
+  to the variables, one computing loss, gradient and fetches. Contrib fed the
+  variables' values through `feed_dict` instead, which only works for legacy
+  reference variables; assigning works for resource variables too, at the
+  price of the variables holding the last evaluated point while the
+  optimizer runs (the final point is assigned at the end either way).
+  """
+
+  mode = "graph"
+
+  def __init__(self, loss, packer, equalities, inequalities):
+    """Builds every op in `loss.graph`.
+
+    Args:
+      loss: A scalar `tf.Tensor` in a graph.
+      packer: A `_packing.VariablePacker` for the optimized variables.
+      equalities: List of scalar Tensors to be held at zero.
+      inequalities: List of scalar Tensors to be held nonnegative.
+    """
+    self.packer = packer
+    self.graph = loss.graph
+    variables = packer.variables
+    with self.graph.as_default(), tf.name_scope("external_optimizer"):
+      self._x = tf.compat.v1.placeholder(tf.float64, [packer.size], name="x")
+      self._assign_op = packer.assign(self._x)
+      self._read = packer.pack_values()
+      loss64 = _as_scalar_loss(loss)
+      grads = tf.gradients(loss, variables)
+      self._loss = loss64
+      self._loss_and_grad = tf.concat(
+          [tf.reshape(loss64, [1]), packer.pack_tensors(grads)], axis=0)
+      self._constraints = {}
+      for kind, tensors in (("eq", equalities), ("ineq", inequalities)):
+        if not tensors:
+          continue
+        values, rows = [], []
+        for i, t in enumerate(tensors):
+          values.append(_as_scalar_loss(t, "%s constraint %d" % (kind, i)))
+          rows.append(packer.pack_tensors(tf.gradients(t, variables)))
+        self._constraints[kind] = (tf.stack(values), tf.stack(rows))
+
+  def bind(self, session, feed_dict, fetches, run_kwargs):
+    """Checks per-call arguments; returns a `BoundEvaluator`."""
+    if session is None:
+      session = tf.compat.v1.get_default_session()
+      if session is None:
+        raise ValueError(
+            "minimize() in graph mode needs a session: pass session=... or "
+            "call it inside `with session.as_default():`.")
+    if not hasattr(session, "run"):
+      raise ValueError("session must be a tf.compat.v1.Session; got %s." %
+                       type(session).__name__)
+    if getattr(session, "graph", self.graph) is not self.graph:
+      raise ValueError("session runs a different graph than the one holding "
+                       "the loss.")
+    if feed_dict is not None and not hasattr(feed_dict, "items"):
+      raise ValueError("feed_dict must be a dict; got %s." %
+                       type(feed_dict).__name__)
+    return _GraphRun(self, session, feed_dict, list(fetches or []),
+                     dict(run_kwargs))
+
+
+class _GraphRun:
+  """A `GraphEvaluator` bound to one session, feed_dict and fetches."""
+
+  def __init__(self, evaluator, session, feed_dict, fetches, run_kwargs):
+    self._e = evaluator
+    self._session = session
+    # Our own copy: we add nothing to it, but a caller may keep mutating
+    # theirs while a callback runs.
+    self._feed_dict = dict(feed_dict) if feed_dict else None
+    self._fetches = fetches
+    self._run_kwargs = run_kwargs
+
+  def _set(self, x):
+    self._session.run(self._e._assign_op, feed_dict={self._e._x: x},
+                      **self._run_kwargs)
+
+  def value_and_grad(self, x):
+    self._set(x)
+    out, fetched = self._session.run(
+        [self._e._loss_and_grad, self._fetches], feed_dict=self._feed_dict,
+        **self._run_kwargs)
+    return out, fetched
+
+  def value(self, x):
+    self._set(x)
+    f, fetched = self._session.run([self._e._loss, self._fetches],
+                                   feed_dict=self._feed_dict,
+                                   **self._run_kwargs)
+    return f, fetched
+
+  def constraints(self, kind, x):
+    self._set(x)
+    return self._session.run(self._e._constraints[kind],
+                             feed_dict=self._feed_dict, **self._run_kwargs)
+
+  def read(self):
+    return self._session.run(self._e._read, feed_dict=self._feed_dict)
+
+  def assign(self, x):
+    self._set(np.asarray(x, dtype=np.float64))
+
+
+def _fetch_value(fetch):
+  """Evaluates one eager fetch (callable or variable) inside a tf.function."""
+  if callable(fetch) and _packing.unwrap_variable(fetch) is None:
+    return fetch()
+  var = _packing.unwrap_variable(fetch)
+  if var is not None:
+    return var.read_value()
+  return fetch
+
+
+class EagerEvaluator:
+  """Evaluates a zero-argument loss callable in TF2, compiled once.
+
+  One `tf.function` per purpose (loss and gradient, loss only, each
+  constraint kind, one per distinct `fetches` list) is traced once, with
+  `input_signature=[TensorSpec([n], float64)]`, and cached on the evaluator,
+  so repeated evaluations and repeated `minimize` calls never retrace.
+
+  Hook for on-device optimizers (e.g. a later `LbfgsOptimizerInterface`):
+  `value_and_gradient_tf(x)` is the TF-level `x -> (loss, packed_grad)`,
+  usable inside another `tf.function`.
+  """
+
+  mode = "eager"
+
+  def __init__(self, loss_fn, packer, equalities, inequalities,
+               jit_compile=False):
+    """Records what to compile; nothing is traced until first use.
+
+    Args:
+      loss_fn: Zero-argument callable returning the scalar loss.
+      packer: A `_packing.VariablePacker` for the optimized variables.
+      equalities: List of zero-argument callables to be held at zero.
+      inequalities: List of zero-argument callables to be held nonnegative.
+      jit_compile: Passed to every `tf.function` (XLA compilation).
+    """
+    self.packer = packer
+    self._loss_fn = loss_fn
+    self._constraint_fns = {"eq": list(equalities), "ineq": list(inequalities)}
+    self._jit_compile = jit_compile
+    self._spec = tf.TensorSpec([packer.size], tf.float64, name="x")
+    self._cache = {}
+
+  # --- TF-level functions (callable inside other tf.functions) -------------
+
+  def value_and_gradient_tf(self, x):
+    """Assigns packed `x` and returns float64 `(loss, packed_gradient)`."""
+    packer = self.packer
+    packer.assign(x)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      for v in packer.variables:
+        tape.watch(v)
+      loss = self._loss_fn()
+    grads = tape.gradient(loss, packer.variables)
+    return _as_scalar_loss(loss), packer.pack_tensors(grads)
+
+  def value_tf(self, x):
+    """Assigns packed `x` and returns the float64 loss."""
+    self.packer.assign(x)
+    return _as_scalar_loss(self._loss_fn())
+
+  def constraints_tf(self, kind, x):
+    """Assigns packed `x`; returns constraint values `[m]` and Jacobian."""
+    packer = self.packer
+    packer.assign(x)
+    values, rows = [], []
+    for i, fn in enumerate(self._constraint_fns[kind]):
+      with tf.GradientTape(watch_accessed_variables=False) as tape:
+        for v in packer.variables:
+          tape.watch(v)
+        c = fn()
+      values.append(_as_scalar_loss(c, "%s constraint %d" % (kind, i)))
+      rows.append(packer.pack_tensors(tape.gradient(c, packer.variables)))
+    return tf.stack(values), tf.stack(rows)
+
+  # --- Compiled, cached entry points ----------------------------------------
+
+  def _compiled(self, key, python_fn):
+    """Returns the concrete function for `key`, tracing it on first use."""
+    fn = self._cache.get(key)
+    if fn is None:
+      # Calling the concrete function directly skips tf.function's argument
+      # matching, a measurable share of the per-evaluation cost on small
+      # problems.
+      fn = tf.function(python_fn, input_signature=[self._spec],
+                       jit_compile=self._jit_compile,
+                       autograph=False).get_concrete_function()
+      self._cache[key] = fn
+    return fn
+
+  def value_and_grad_fn(self, fetches=()):
+    """Compiled `x -> concat([loss], grad)` (and fetch values if any)."""
+    fetches = tuple(fetches)
+
+    def fn(x):
+      loss, grad = self.value_and_gradient_tf(x)
+      out = tf.concat([tf.reshape(loss, [1]), grad], axis=0)
+      if fetches:
+        return out, [_fetch_value(f) for f in fetches]
+      return out
+
+    # The fetch objects themselves are kept alive in the key, so their ids
+    # cannot be reused by other objects while the cache entry exists.
+    return self._compiled(("vg", tuple(map(id, fetches)), fetches), fn)
+
+  def value_fn(self, fetches=()):
+    """Compiled `x -> loss` (and fetch values if any)."""
+    fetches = tuple(fetches)
+
+    def fn(x):
+      loss = self.value_tf(x)
+      if fetches:
+        return loss, [_fetch_value(f) for f in fetches]
+      return loss
+
+    return self._compiled(("v", tuple(map(id, fetches)), fetches), fn)
+
+  def constraints_fn(self, kind):
+    return self._compiled(("c", kind), lambda x: self.constraints_tf(kind, x))
+
+  def assign_fn(self):
+    def fn(x):
+      self.packer.assign(x)
+      return tf.constant(0, tf.int32)
+    return self._compiled(("assign",), fn)
+
+  def bind(self, session, feed_dict, fetches, run_kwargs):
+    """Checks per-call arguments; returns a `BoundEvaluator`."""
+    if session is not None:
+      raise ValueError(
+          "session is only used in graph mode; this optimizer was built in "
+          "eager mode (loss is a callable), so pass session=None.")
+    if feed_dict is not None:
+      raise ValueError(
+          "feed_dict is only used in graph mode, where placeholders exist; "
+          "in eager mode read inputs inside the loss callable instead.")
+    if run_kwargs:
+      raise ValueError(
+          "Session.run keyword arguments %s are only used in graph mode." %
+          sorted(run_kwargs))
+    if not tf.executing_eagerly():
+      raise ValueError(
+          "minimize() runs the external optimizer in Python and cannot be "
+          "called inside tf.function or a graph; call it eagerly.")
+    fetches = list(fetches or [])
+    for f in fetches:
+      if not (callable(f) or _packing.unwrap_variable(f) is not None
+              or isinstance(f, tf.Tensor)):
+        raise ValueError(
+            "In eager mode, fetches must be zero-argument callables or "
+            "variables; got %s." % type(f).__name__)
+    return _EagerRun(self, fetches)
+
+
+class _EagerRun:
+  """An `EagerEvaluator` bound to one list of fetches.
+
+  The compiled functions are looked up once per `minimize` call, not once per
+  evaluation, to keep Python work out of the hot path.
+  """
+
+  def __init__(self, evaluator, fetches):
+    self._e = evaluator
+    self._fetches = fetches
+    self._vg = None
+    self._v = None
+
+  def value_and_grad(self, x):
+    if self._vg is None:
+      self._vg = self._e.value_and_grad_fn(self._fetches)
+    if self._fetches:
+      out, fetched = self._vg(tf.constant(x, tf.float64))
+      return out.numpy(), [f.numpy() for f in fetched]
+    return self._vg(tf.constant(x, tf.float64)).numpy(), []
+
+  def value(self, x):
+    if self._v is None:
+      self._v = self._e.value_fn(self._fetches)
+    if self._fetches:
+      f, fetched = self._v(tf.constant(x, tf.float64))
+      return f.numpy(), [v.numpy() for v in fetched]
+    return self._v(tf.constant(x, tf.float64)).numpy(), []
+
+  def constraints(self, kind, x):
+    values, jac = self._e.constraints_fn(kind)(tf.constant(x, tf.float64))
+    return values.numpy(), jac.numpy()
+
+  def read(self):
+    return self._e.packer.pack_values().numpy()
+
+  def assign(self, x):
+    self._e.assign_fn()(tf.constant(np.asarray(x, dtype=np.float64)))

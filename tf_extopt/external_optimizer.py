@@ -1,0 +1,608 @@
+"""Driving external (Python-side) optimizers over TensorFlow variables.
+
+`ExternalOptimizerInterface` is the TF2 successor of
+`tf.contrib.opt.ExternalOptimizerInterface`; `ScipyOptimizerInterface` wraps
+`scipy.optimize.minimize`. The same classes serve two worlds:
+
+* **Graph mode** (`tf.compat.v1` with eager execution disabled, or inside
+  `tf.Graph().as_default()`): `loss` is a scalar Tensor, evaluation goes
+  through a `tf.compat.v1.Session`, honouring `feed_dict`, `fetches` and
+  `**run_kwargs`. All ops are built at construction; `minimize` adds none.
+* **TF2 eager**: `loss` is a zero-argument callable, `var_list` is required
+  (variables of any flavour, Keras models/layers, `tf.Module`s). Loss and
+  gradient are compiled once into a `tf.function` over the packed float64
+  point and never retrace.
+
+Deliberate deviations from contrib:
+
+* `minimize` returns SciPy's `OptimizeResult` (contrib returned None).
+* If evaluation raises (including `KeyboardInterrupt`), returns NaN/Inf, or
+  a callback raises `StopIteration`, the variables are set to the best
+  finite point seen before returning or re-raising (contrib left them at
+  whatever was last evaluated).
+* Graph mode assigns each evaluated point to the variables instead of
+  feeding variable values (feeding does not work for resource variables).
+* `var_to_bounds` keys that are not optimized variables raise `ValueError`
+  (contrib ignored them); keys may also be `variable.ref()`, and the bounds
+  may be given as a list of `(variable, (low, high))` pairs, because TF2
+  variables are not hashable.
+* Variables listed twice (or shared by two layers) are optimized once.
+"""
+
+import inspect
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tf_extopt import _evaluators
+from tf_extopt import _packing
+
+__all__ = ["ExternalOptimizerInterface", "ScipyOptimizerInterface"]
+
+_ARG_NAMES = ("initial_val", "loss_grad_func", "equality_funcs",
+              "equality_grad_funcs", "inequality_funcs",
+              "inequality_grad_funcs", "packed_bounds", "step_callback",
+              "optimizer_kwargs")
+
+
+class _EarlyStop(Exception):
+  """Raised through the external optimizer when a callback asks to stop.
+
+  A private type (not `StopIteration`) so that no optimizer can swallow it
+  or, inside a generator, turn it into a `RuntimeError`.
+  """
+
+
+def _as_list(value, name):
+  if value is None:
+    return []
+  if isinstance(value, (list, tuple)):
+    return list(value)
+  raise ValueError("%s must be a list of constraints; got %s." %
+                   (name, type(value).__name__))
+
+
+def _result(**fields):
+  import scipy.optimize  # pylint: disable=g-import-not-at-top
+  return scipy.optimize.OptimizeResult(**fields)
+
+
+class _BestPoint:
+  """Tracks the point the variables should hold if the run is cut short.
+
+  Without constraints that is the evaluated point with the lowest finite
+  loss. With constraints the lowest loss is often infeasible, so it is the
+  last iterate the optimizer reported through its step callback.
+  """
+
+  def __init__(self, x0, by_loss):
+    self.x = np.array(x0, dtype=np.float64)
+    self.f = math.inf
+    self.by_loss = by_loss
+    self.last_f = None
+
+  def update_loss(self, f, x):
+    # `f < self.f` is False for NaN, so NaN never becomes best.
+    if self.by_loss and f < self.f and f > -math.inf:
+      if np.isfinite(x).all():
+        self.f = float(f)
+        self.x = np.array(x, dtype=np.float64)
+
+  def update_iterate(self, x):
+    if not self.by_loss and np.isfinite(x).all():
+      self.x = np.array(x, dtype=np.float64)
+      self.f = math.nan
+
+
+class ExternalOptimizerInterface:
+  """Base class for interfaces with external optimization algorithms.
+
+  Subclass this and implement `_minimize` to wrap a new algorithm;
+  `_minimize` is called with keyword arguments (only those it declares,
+  unless it takes `**kwargs`):
+
+  * `initial_val`: float64 vector, the packed starting point.
+  * `loss_grad_func(x) -> (loss, grad)`: loss and packed float64 gradient.
+  * `equality_funcs`, `equality_grad_funcs`, `inequality_funcs`,
+    `inequality_grad_funcs`: lists of `f(x) -> float` and
+    `g(x) -> float64 vector`, one per constraint.
+  * `packed_bounds`: None, or a list with one `(low, high)` pair per packed
+    element (+/-inf where unbounded), as contrib passed it.
+  * `step_callback(x)`: call once per iteration.
+  * `optimizer_kwargs`: a copy of the extra constructor kwargs.
+
+  It returns the packed optimum (as contrib subclasses do) or an
+  `OptimizeResult`-like mapping with at least `x`.
+
+  Hook for on-device subclasses: `self._packer` (a `VariablePacker`) and
+  `self._evaluator` are available; in eager mode
+  `self._evaluator.value_and_gradient_tf(x)` is the TF-level packed
+  `x -> (loss, packed_grad)` (it assigns `x` to the variables), callable
+  inside another `tf.function`, and `self._packer.pack_values()` /
+  `self._packer.assign(x)` read and write the packed point.
+
+  Attributes:
+    optimizer_kwargs: The subclass-specific keyword arguments given at
+      construction; never changed by `minimize`.
+  """
+
+  def __init__(self, loss, var_list=None, equalities=None, inequalities=None,
+               var_to_bounds=None, *, jit_compile=False, **optimizer_kwargs):
+    """Initializes a new interface instance.
+
+    Args:
+      loss: Graph mode: a scalar Tensor to minimize. Eager mode: a
+        zero-argument callable returning the scalar loss.
+      var_list: Variables to optimize: `tf.Variable`s, Keras 3
+        `keras.Variable`s, tf_keras variables, Keras models/layers or
+        `tf.Module`s (their trainable variables), or a list mixing these.
+        Graph mode defaults to the graph's trainable-variables collection;
+        eager mode requires it.
+      equalities: Optional list of constraints to be held at zero: scalar
+        Tensors in graph mode, zero-argument callables in eager mode.
+      inequalities: Optional list of constraints to be held nonnegative,
+        same types as `equalities`.
+      var_to_bounds: Optional dict `{variable: (low, high)}` (keys may be
+        `variable.ref()`), or list of `(variable, (low, high))` pairs. Each
+        of `low`, `high` is None, +/-inf, or anything `np.broadcast_to` fits
+        to the variable's shape; None elements mean unbounded.
+      jit_compile: Eager mode only: compile loss and gradient with XLA.
+      **optimizer_kwargs: Other subclass-specific keyword arguments.
+
+    Raises:
+      ValueError: If `loss` is the wrong kind for the mode, `var_list` is
+        missing in eager mode or holds something that is not a float
+        variable, a constraint is the wrong kind, or `var_to_bounds` is
+        malformed (see `VariablePacker.packed_bounds`).
+    """
+    self.optimizer_kwargs = optimizer_kwargs
+    equalities = _as_list(equalities, "equalities")
+    inequalities = _as_list(inequalities, "inequalities")
+    if tf.inside_function():
+      raise ValueError(
+          "%s cannot be created inside tf.function: it drives a Python "
+          "optimizer. Create it eagerly with a loss callable, or in a "
+          "tf.Graph with a loss Tensor." % type(self).__name__)
+
+    if tf.is_tensor(loss) and not tf.is_symbolic_tensor(loss):
+      raise ValueError(
+          "In eager mode loss must be a zero-argument callable returning "
+          "the loss; got an eager Tensor (a value already computed, which "
+          "cannot be re-evaluated at new variable values).")
+    graph_mode = tf.is_symbolic_tensor(loss) or not tf.executing_eagerly()
+
+    if graph_mode:
+      if jit_compile:
+        raise ValueError("jit_compile applies to eager mode only; in graph "
+                         "mode the session runs the graph as built.")
+      if callable(loss) and not tf.is_tensor(loss):
+        loss = loss()
+      loss = self._graph_tensor(loss, "loss")
+      equalities = [self._graph_tensor(c() if callable(c) else c,
+                                       "equalities[%d]" % i, loss.graph)
+                    for i, c in enumerate(equalities)]
+      inequalities = [self._graph_tensor(c() if callable(c) else c,
+                                         "inequalities[%d]" % i, loss.graph)
+                      for i, c in enumerate(inequalities)]
+      if var_list is None:
+        var_list = loss.graph.get_collection(
+            tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
+        if not var_list:
+          raise ValueError("var_list is None and the graph has no trainable "
+                           "variables.")
+    else:
+      if not callable(loss):
+        raise ValueError(
+            "In eager mode loss must be a zero-argument callable; got %s."
+            % type(loss).__name__)
+      if var_list is None:
+        raise ValueError(
+            "var_list is required in eager mode: pass the variables, or the "
+            "Keras model/layer or tf.Module whose trainable variables to "
+            "optimize.")
+      for name, cons in (("equalities", equalities),
+                         ("inequalities", inequalities)):
+        for i, c in enumerate(cons):
+          if not callable(c):
+            raise ValueError(
+                "In eager mode %s[%d] must be a zero-argument callable; got "
+                "%s." % (name, i, type(c).__name__))
+
+    variables = _packing.resolve_var_list(var_list)
+    self._packer = _packing.VariablePacker(variables)
+    self._vars = variables
+    bounds = self._packer.packed_bounds(var_to_bounds)
+    self._packed_bounds_arrays = bounds
+    self._has_constraints = bool(equalities or inequalities)
+    if graph_mode:
+      self._evaluator = _evaluators.GraphEvaluator(
+          loss, self._packer, equalities, inequalities)
+    else:
+      self._evaluator = _evaluators.EagerEvaluator(
+          loss, self._packer, equalities, inequalities,
+          jit_compile=jit_compile)
+    self._num_equalities = len(equalities)
+    self._num_inequalities = len(inequalities)
+
+  @staticmethod
+  def _graph_tensor(value, name, graph=None):
+    if not tf.is_symbolic_tensor(value):
+      raise ValueError("In graph mode %s must be a scalar Tensor; got %s."
+                       % (name, type(value).__name__))
+    if graph is not None and value.graph is not graph:
+      raise ValueError("%s is in a different graph than loss." % name)
+    if value.shape.rank is not None and value.shape.num_elements() != 1:
+      raise ValueError("%s must be a scalar Tensor; got shape %s." %
+                       (name, value.shape))
+    return value
+
+  @property
+  def packed_bounds(self):
+    """`(lower, upper)` float64 arrays (+/-inf when unbounded) or None."""
+    return self._packed_bounds_arrays
+
+  def minimize(self, session=None, feed_dict=None, fetches=None,
+               step_callback=None, loss_callback=None, **run_kwargs):
+    """Minimizes the loss and assigns the optimum to the variables.
+
+    Args:
+      session: Graph mode: the `tf.compat.v1.Session` to run (defaults to
+        the default session). Must be None in eager mode.
+      feed_dict: Graph mode: feed dict for every `session.run` (not
+        modified). Must be None in eager mode.
+      fetches: Values passed to `loss_callback`. Graph mode: anything
+        `session.run` accepts. Eager mode: zero-argument callables or
+        variables, evaluated in the same compiled call as the loss.
+      step_callback: Called once per iteration with the packed point (all
+        optimized variables flattened into one float64 vector). Raise
+        `StopIteration` to end the run; the best point seen is assigned.
+      loss_callback: Called on every loss evaluation with the evaluated
+        `fetches` as positional arguments.
+      **run_kwargs: Graph mode: passed to every `session.run`.
+
+    Returns:
+      A `scipy.optimize.OptimizeResult`. `x` is the packed point assigned
+      to the variables. When the run stopped early (`StopIteration`),
+      `status` is 99 and `success` False. When the optimizer ended on a
+      non-finite point, or (without constraints) on a worse point than one
+      it evaluated, `x`/`fun` are the best finite point seen.
+
+    Raises:
+      ValueError: If `session`/`feed_dict`/`run_kwargs` are given in eager
+        mode, no session is available in graph mode, or fetches are of the
+        wrong kind.
+      Any exception raised while evaluating the loss (including
+      `KeyboardInterrupt`) propagates after the best finite point seen has
+      been assigned to the variables.
+    """
+    run = self._evaluator.bind(session, feed_dict, fetches, run_kwargs)
+    if step_callback is not None and not callable(step_callback):
+      raise ValueError("step_callback must be callable; got %s." %
+                       type(step_callback).__name__)
+    if loss_callback is not None and not callable(loss_callback):
+      raise ValueError("loss_callback must be callable; got %s." %
+                       type(loss_callback).__name__)
+    initial_val = run.read()
+    best = _BestPoint(initial_val, by_loss=not self._has_constraints)
+    counts = {"nfev": 0, "nit": 0}
+    loss_grad_func, loss_func = self._make_loss_funcs(run, best, counts,
+                                                      loss_callback)
+
+    def step(xk, *unused_args):
+      counts["nit"] += 1
+      best.update_iterate(xk)
+      if step_callback is not None:
+        try:
+          step_callback(xk)
+        except StopIteration:
+          raise _EarlyStop() from None
+
+    eq_funcs, eq_grads = self._constraint_funcs(run, "eq",
+                                                self._num_equalities)
+    ineq_funcs, ineq_grads = self._constraint_funcs(run, "ineq",
+                                                    self._num_inequalities)
+    packed_bounds = None
+    if self._packed_bounds_arrays is not None:
+      packed_bounds = list(zip(*self._packed_bounds_arrays))
+    kwargs = dict(
+        initial_val=initial_val, loss_grad_func=loss_grad_func,
+        equality_funcs=eq_funcs, equality_grad_funcs=eq_grads,
+        inequality_funcs=ineq_funcs, inequality_grad_funcs=ineq_grads,
+        packed_bounds=packed_bounds, step_callback=step,
+        optimizer_kwargs=self._copy_optimizer_kwargs())
+    self._loss_func = loss_func  # For subclasses using gradient-free methods.
+
+    try:
+      raw = self._call_minimize(kwargs)
+    except _EarlyStop:
+      result = _result(
+          x=best.x, fun=best.f, success=False, status=99,
+          message="`step_callback` or `loss_callback` raised StopIteration.",
+          nfev=counts["nfev"], nit=counts["nit"])
+    except BaseException:
+      # Never leave the variables at a failing (possibly NaN) point.
+      run.assign(best.x)
+      raise
+    else:
+      result = self._finalize(raw, best, counts)
+    run.assign(result.x)
+    self._log(result)
+    return result
+
+  def _make_loss_funcs(self, run, best, counts, loss_callback):
+    """Builds the `loss_grad_func(x)` and `loss_func(x)` given to optimizers.
+
+    The no-callback versions do no per-variable work, only one compiled call
+    and one comparison, because they run once per evaluation.
+    """
+    value_and_grad = run.value_and_grad
+    value = run.value
+    update = best.update_loss
+
+    def _callback(fetched):
+      try:
+        loss_callback(*fetched)
+      except StopIteration:
+        raise _EarlyStop() from None
+
+    def loss_grad_func(x):
+      counts["nfev"] += 1
+      out, fetched = value_and_grad(x)
+      f = out[0]
+      update(f, x)
+      if loss_callback is not None:
+        _callback(fetched)
+      return f, out[1:]
+
+    def loss_func(x):
+      counts["nfev"] += 1
+      f, fetched = value(x)
+      f = float(f)
+      update(f, x)
+      if loss_callback is not None:
+        _callback(fetched)
+      return f
+
+    return loss_grad_func, loss_func
+
+  @staticmethod
+  def _constraint_funcs(run, kind, count):
+    """Per-constraint `f(x)` and `g(x)`, sharing one evaluation per point."""
+    cache = {"x": None, "values": None}
+
+    def evaluate(x):
+      x = np.asarray(x, dtype=np.float64)
+      if cache["x"] is None or not np.array_equal(cache["x"], x):
+        cache["values"] = run.constraints(kind, x)
+        cache["x"] = np.array(x)
+      return cache["values"]
+
+    funcs = [lambda x, i=i: float(evaluate(x)[0][i]) for i in range(count)]
+    grads = [lambda x, i=i: np.array(evaluate(x)[1][i]) for i in range(count)]
+    return funcs, grads
+
+  def _copy_optimizer_kwargs(self):
+    """A copy deep enough that no optimizer can mutate the user's kwargs."""
+    return {k: dict(v) if isinstance(v, dict) else v
+            for k, v in self.optimizer_kwargs.items()}
+
+  def _call_minimize(self, kwargs):
+    """Calls `_minimize` with the keyword arguments it declares."""
+    params = inspect.signature(self._minimize).parameters.values()
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+      names = {p.name for p in params}
+      kwargs = {k: v for k, v in kwargs.items() if k in names}
+    return self._minimize(**kwargs)
+
+  def _finalize(self, raw, best, counts):
+    """Turns what `_minimize` returned into an `OptimizeResult`."""
+    if hasattr(raw, "keys") and "x" in raw:
+      result = raw if hasattr(raw, "__getattr__") else _result(**raw)
+    else:
+      x = np.asarray(raw, dtype=np.float64).reshape([-1])
+      known = best.f if np.array_equal(x, best.x) else math.nan
+      result = _result(x=x, fun=known, success=True, status=0,
+                       message="%s._minimize returned a point." %
+                       type(self).__name__,
+                       nfev=counts["nfev"], nit=counts["nit"])
+    x = np.asarray(result.x, dtype=np.float64).reshape([-1])
+    if x.shape != (self._packer.size,):
+      raise ValueError("%s._minimize returned a point of shape %s; expected "
+                       "(%d,)." % (type(self).__name__, x.shape,
+                                   self._packer.size))
+    fun = result.get("fun", math.nan)
+    try:
+      fun = float(np.asarray(fun).reshape([]))
+    except (TypeError, ValueError):
+      fun = math.nan
+    worse = best.by_loss and best.f < math.inf and not fun <= best.f
+    if not np.isfinite(x).all() or worse:
+      if best.by_loss and not math.isfinite(fun) and best.f == math.inf:
+        note = "no finite loss was seen; the initial point is kept"
+      else:
+        note = "the best finite point seen is assigned instead"
+      x, fun = best.x, (best.f if best.by_loss else math.nan)
+      result["message"] = "%s (%s)" % (result.get("message", ""), note)
+    result["x"] = x
+    result["fun"] = fun
+    return result
+
+  @staticmethod
+  def _log(result):
+    lines = ["Optimization terminated with:", "  Message: %s",
+             "  Objective function value: %f"]
+    args = [result.get("message", ""), result.get("fun", math.nan)]
+    for key, label in (("nit", "Number of iterations"),
+                       ("nfev", "Number of functions evaluations")):
+      if key in result:
+        lines.append("  %s: %%d" % label)
+        args.append(int(result[key]))
+    tf.get_logger().info("\n".join(lines), *args)
+
+  def _minimize(self, initial_val, loss_grad_func, equality_funcs,
+                equality_grad_funcs, inequality_funcs, inequality_grad_funcs,
+                packed_bounds, step_callback, optimizer_kwargs):
+    """Wrapper for a particular optimization algorithm implementation.
+
+    It would be appropriate for a subclass implementation of this method to
+    raise `NotImplementedError` if unsupported arguments are passed: e.g. if
+    an algorithm does not support constraints but `len(equality_funcs) > 0`.
+
+    Args:
+      initial_val: A NumPy vector of initial values.
+      loss_grad_func: A function accepting a NumPy packed variable vector and
+        returning two outputs, a loss value and the gradient of that loss
+        with respect to the packed variable vector.
+      equality_funcs: A list of functions each of which specifies a scalar
+        quantity that an optimizer should hold exactly zero.
+      equality_grad_funcs: A list of gradients of equality_funcs.
+      inequality_funcs: A list of functions each of which specifies a
+        scalar quantity that an optimizer should hold >= 0.
+      inequality_grad_funcs: A list of gradients of inequality_funcs.
+      packed_bounds: A list of bounds for each index, or None.
+      step_callback: A callback function to execute at each optimization
+        step, supplied with the current value of the packed variable vector.
+      optimizer_kwargs: Other key-value arguments available to the
+        optimizer.
+
+    Returns:
+      The optimal variable vector as a NumPy vector, or an `OptimizeResult`.
+    """
+    raise NotImplementedError(
+        "To use ExternalOptimizerInterface, subclass from it and implement "
+        "the _minimize() method.")
+
+
+# Method capabilities, by lower-cased SciPy method name.
+_BOUNDS_METHODS = ("nelder-mead", "powell", "l-bfgs-b", "tnc", "slsqp",
+                   "trust-constr", "cobyla", "cobyqa")
+_CONSTRAINT_METHODS = ("cobyla", "cobyqa", "slsqp", "trust-constr")
+# Methods that never call the gradient: they get a loss-only function, which
+# skips the gradient computation and SciPy's "does not use gradient" warning.
+_GRADIENT_FREE_METHODS = ("nelder-mead", "powell", "cobyla", "cobyqa")
+_SET_AUTOMATICALLY = ("jac", "callback", "constraints", "args", "x0", "fun")
+
+
+class ScipyOptimizerInterface(ExternalOptimizerInterface):
+  """Wrapper allowing `scipy.optimize.minimize` to operate a TF optimizer.
+
+  Example (TF2 / Keras):
+
+  ```python
+  opt = ScipyOptimizerInterface(lambda: loss_fn(model(x), y), model,
+                                method="L-BFGS-B", options={"maxiter": 100})
+  result = opt.minimize()   # model's variables now hold the optimum
+  ```
+
+  Example (TF1 graph, as with `tf.contrib.opt`):
+
+  ```python
+  vector = tf.compat.v1.Variable([7., 7.], name="vector")
+  loss = tf.reduce_sum(tf.square(vector))
+  optimizer = ScipyOptimizerInterface(loss, options={"maxiter": 100})
+  with tf.compat.v1.Session() as session:
+    session.run(tf.compat.v1.global_variables_initializer())
+    optimizer.minimize(session)
+  ```
+
+  `method` (default 'L-BFGS-B'), `options`, `tol`, `hess`, `hessp` and any
+  other `scipy.optimize.minimize` keyword are given as `**optimizer_kwargs`;
+  `jac`, `callback`, `constraints` and `bounds` are set from the interface's
+  own arguments. `hess`/`hessp`, if given, take the packed point.
+  """
+
+  _DEFAULT_METHOD = "L-BFGS-B"
+
+  def __init__(self, loss, var_list=None, equalities=None, inequalities=None,
+               var_to_bounds=None, *, jit_compile=False, **optimizer_kwargs):
+    """See `ExternalOptimizerInterface.__init__`.
+
+    Raises:
+      ValueError: If `optimizer_kwargs` holds `bounds` (use `var_to_bounds`)
+        or another argument the interface sets itself, `method` is unknown,
+        `options` is not a dict, or the method cannot take the given
+        bounds or constraints.
+    """
+    self._check_scipy_kwargs(optimizer_kwargs)
+    super().__init__(loss, var_list, equalities, inequalities, var_to_bounds,
+                     jit_compile=jit_compile, **optimizer_kwargs)
+    self._check_method_support(
+        optimizer_kwargs.get("method", self._DEFAULT_METHOD),
+        self._packed_bounds_arrays is not None, self._has_constraints)
+
+  @staticmethod
+  def _check_scipy_kwargs(kwargs):
+    if "bounds" in kwargs:
+      raise ValueError(
+          "Bounds must be set using the var_to_bounds argument, not "
+          "bounds=..., so that they follow the variables' packing.")
+    for name in _SET_AUTOMATICALLY:
+      if name in kwargs:
+        raise ValueError(
+            "Optimizer keyword arg '%s' is set automatically and cannot be "
+            "injected manually (use step_callback/loss_callback, "
+            "equalities/inequalities)." % name)
+    method = kwargs.get("method", ScipyOptimizerInterface._DEFAULT_METHOD)
+    import scipy.optimize._minimize as scipy_minimize  # pylint: disable=g-import-not-at-top
+    known = getattr(scipy_minimize, "MINIMIZE_METHODS", None)
+    if not callable(method):
+      if not isinstance(method, str):
+        raise ValueError("method must be a SciPy method name or a callable; "
+                         "got %s." % type(method).__name__)
+      if known is not None and method.lower() not in known:
+        raise ValueError("method %r is not a scipy.optimize.minimize method; "
+                         "expected one of %s." % (method, ", ".join(known)))
+    options = kwargs.get("options")
+    if options is not None and not isinstance(options, dict):
+      raise ValueError("options must be a dict; got %s." %
+                       type(options).__name__)
+
+  @staticmethod
+  def _check_method_support(method, has_bounds, has_constraints):
+    if callable(method):
+      return  # A custom method takes whatever it is given.
+    name = method.lower()
+    if has_bounds and name not in _BOUNDS_METHODS:
+      raise ValueError(
+          "method %r cannot take bounds (var_to_bounds); methods that can: "
+          "%s." % (method, ", ".join(_BOUNDS_METHODS)))
+    if has_constraints and name not in _CONSTRAINT_METHODS:
+      raise ValueError(
+          "method %r cannot take equality/inequality constraints; methods "
+          "that can: %s." % (method, ", ".join(_CONSTRAINT_METHODS)))
+
+  def _minimize(self, initial_val, loss_grad_func, equality_funcs,
+                equality_grad_funcs, inequality_funcs, inequality_grad_funcs,
+                packed_bounds, step_callback, optimizer_kwargs):
+    import scipy.optimize  # pylint: disable=g-import-not-at-top
+
+    optimizer_kwargs = dict(optimizer_kwargs)
+    self._check_scipy_kwargs(optimizer_kwargs)
+    method = optimizer_kwargs.pop("method", self._DEFAULT_METHOD)
+    self._check_method_support(method, packed_bounds is not None,
+                               bool(equality_funcs or inequality_funcs))
+
+    constraints = []
+    for func, grad_func in zip(equality_funcs, equality_grad_funcs):
+      constraints.append({"type": "eq", "fun": func, "jac": grad_func})
+    for func, grad_func in zip(inequality_funcs, inequality_grad_funcs):
+      constraints.append({"type": "ineq", "fun": func, "jac": grad_func})
+
+    bounds = None
+    if packed_bounds is not None:
+      lower, upper = (np.array(b, dtype=np.float64)
+                      for b in zip(*packed_bounds))
+      bounds = scipy.optimize.Bounds(lower, upper)
+
+    gradient_free = (isinstance(method, str)
+                     and method.lower() in _GRADIENT_FREE_METHODS
+                     and getattr(self, "_loss_func", None) is not None)
+    if gradient_free:
+      fun, jac = self._loss_func, None
+    else:
+      fun, jac = loss_grad_func, True
+    return scipy.optimize.minimize(
+        fun, initial_val, jac=jac, method=method, bounds=bounds,
+        constraints=constraints or (), callback=step_callback,
+        **optimizer_kwargs)
