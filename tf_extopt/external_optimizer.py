@@ -397,11 +397,15 @@ class ExternalOptimizerInterface:
 
   def _finalize(self, raw, best, counts):
     """Turns what `_minimize` returned into an `OptimizeResult`."""
+    fun_known = True
     if hasattr(raw, "keys") and "x" in raw:
       result = raw if hasattr(raw, "__getattr__") else _result(**raw)
     else:
+      # A contrib-style subclass returns only the point; its loss is known
+      # only if that point was the best one evaluated.
       x = np.asarray(raw, dtype=np.float64).reshape([-1])
-      known = best.f if np.array_equal(x, best.x) else math.nan
+      fun_known = np.array_equal(x, best.x)
+      known = best.f if fun_known else math.nan
       result = _result(x=x, fun=known, success=True, status=0,
                        message="%s._minimize returned a point." %
                        type(self).__name__,
@@ -416,7 +420,8 @@ class ExternalOptimizerInterface:
       fun = float(np.asarray(fun).reshape([]))
     except (TypeError, ValueError):
       fun = math.nan
-    worse = best.by_loss and best.f < math.inf and not fun <= best.f
+    worse = (best.by_loss and fun_known and best.f < math.inf
+             and not fun <= best.f)
     if not np.isfinite(x).all() or worse:
       if best.by_loss and not math.isfinite(fun) and best.f == math.inf:
         note = "no finite loss was seen; the initial point is kept"

@@ -1,0 +1,173 @@
+"""Per-evaluation cost of ScipyOptimizerInterface vs the floor and gpflow.
+
+Full-batch L-BFGS-B on a Keras 3 MLP (tanh, two hidden layers, MSE), on two
+problem sizes. Three drivers run a fixed number of iterations from the same
+initial weights in the same process:
+
+* floor: one `tf.function(input_signature=[f64[n]])` that assigns the packed
+  point, computes loss and flat gradient and returns them as float64; its
+  concrete function is called straight from `scipy.optimize.minimize` (two
+  `.numpy()` calls, no other Python work);
+* gpflow: `gpflow.optimizers.Scipy().minimize` (compile=True), given the
+  Keras 3 variables unwrapped to `tf.Variable`s by hand (it rejects
+  `keras.Variable`);
+* ours: `ScipyOptimizerInterface(loss_fn, model).minimize()`.
+
+`ftol=gtol=0` stops every driver only at `maxiter`, so they do (nearly) the
+same evaluations; ms/eval divides wall time by each run's own evaluation
+count. Each driver is warmed up first (tracing), then timed `--repeats`
+times in interleaved order; the median is reported.
+
+Run: python benchmarks/scipy_interface_bench.py [--maxiter 50] [--repeats 5]
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import scipy.optimize  # pylint: disable=g-import-not-at-top
+import tensorflow as tf  # pylint: disable=g-import-not-at-top
+import keras  # pylint: disable=g-import-not-at-top
+
+from tf_extopt import ScipyOptimizerInterface  # pylint: disable=g-import-not-at-top
+
+try:
+  import gpflow  # pylint: disable=g-import-not-at-top
+except ImportError:  # The bench extra installs it; still run without it.
+  gpflow = None
+
+_FEATURES = 8
+
+
+def make_problem(samples, width, seed=0):
+  rng = np.random.default_rng(seed)
+  x = tf.constant(rng.normal(size=(samples, _FEATURES)).astype(np.float32))
+  y = tf.constant(
+      (np.sin(x.numpy()).sum(axis=1, keepdims=True)
+       + 0.1 * rng.normal(size=(samples, 1))).astype(np.float32))
+  keras.utils.set_random_seed(seed)
+  model = keras.Sequential([
+      keras.Input((_FEATURES,)),
+      keras.layers.Dense(width, activation="tanh"),
+      keras.layers.Dense(width, activation="tanh"),
+      keras.layers.Dense(1),
+  ])
+
+  def loss_fn():
+    return tf.reduce_mean(tf.square(model(x) - y))
+
+  tf_vars = [getattr(v, "_value", v) for v in model.trainable_variables]
+  initial = [v.numpy() for v in tf_vars]
+  return model, loss_fn, tf_vars, initial
+
+
+def make_floor(loss_fn, tf_vars):
+  shapes = [v.shape for v in tf_vars]
+  sizes = [int(np.prod(s)) for s in shapes]
+
+  @tf.function(input_signature=[tf.TensorSpec([sum(sizes)], tf.float64)])
+  def value_and_grad(x):
+    for v, p, s in zip(tf_vars, tf.split(x, sizes), shapes):
+      v.assign(tf.cast(tf.reshape(p, s), v.dtype))
+    with tf.GradientTape() as tape:
+      loss = loss_fn()
+    grads = tape.gradient(loss, tf_vars)
+    flat = tf.concat([tf.reshape(tf.cast(g, tf.float64), [-1]) for g in grads],
+                     0)
+    return tf.cast(loss, tf.float64), flat
+
+  # The concrete function skips tf.function's argument dispatch, so the floor
+  # is as cheap as a hand-written bridge can be.
+  concrete = value_and_grad.get_concrete_function()
+
+  def fun(x):
+    loss, grad = concrete(tf.constant(x))
+    return loss.numpy(), grad.numpy()
+
+  def run(options):
+    x0 = np.concatenate([v.numpy().ravel() for v in tf_vars]).astype(np.float64)
+    res = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
+                                  options=options)
+    return res.nfev
+  return run
+
+
+def make_gpflow(loss_fn, tf_vars):
+  opt = gpflow.optimizers.Scipy()
+
+  def run(options):
+    res = opt.minimize(loss_fn, tf_vars, method="L-BFGS-B", options=options)
+    return res.nfev
+  return run
+
+
+def make_ours(loss_fn, model, options):
+  opt = ScipyOptimizerInterface(loss_fn, model, method="L-BFGS-B",
+                                options=options)
+
+  def run(unused_options):
+    return opt.minimize().nfev
+  return run
+
+
+def bench(samples, width, maxiter, repeats):
+  model, loss_fn, tf_vars, initial = make_problem(samples, width)
+  options = {"maxiter": maxiter, "ftol": 0.0, "gtol": 0.0}
+  drivers = {"floor": make_floor(loss_fn, tf_vars)}
+  if gpflow is not None:
+    drivers["gpflow.optimizers.Scipy"] = make_gpflow(loss_fn, tf_vars)
+  drivers["ScipyOptimizerInterface"] = make_ours(loss_fn, model, options)
+
+  def reset():
+    for v, val in zip(tf_vars, initial):
+      v.assign(val)
+
+  for run in drivers.values():  # Warm up: traces and compiles.
+    reset()
+    run({"maxiter": 3})
+  times = {name: [] for name in drivers}
+  evals = {name: [] for name in drivers}
+  for _ in range(repeats):
+    for name, run in drivers.items():
+      reset()
+      start = time.perf_counter()
+      nfev = run(options)
+      elapsed = time.perf_counter() - start
+      times[name].append(elapsed / nfev)
+      evals[name].append(nfev)
+  n_params = sum(int(np.prod(v.shape)) for v in tf_vars)
+  floor = statistics.median(times["floor"])
+  rows = []
+  for name in drivers:
+    ms = statistics.median(times[name])
+    rows.append((name, int(statistics.median(evals[name])), ms * 1e3,
+                 ms / floor))
+  return n_params, rows
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--maxiter", type=int, default=50)
+  parser.add_argument("--repeats", type=int, default=5)
+  args = parser.parse_args()
+  print("L-BFGS-B, %d iterations (ftol=gtol=0), median of %d runs; "
+        "TF %s, Keras %s, SciPy %s%s\n" %
+        (args.maxiter, args.repeats, tf.__version__, keras.__version__,
+         scipy.__version__,
+         ", gpflow %s" % gpflow.__version__ if gpflow else ", no gpflow"))
+  print("| problem (samples x width, params) | driver | evals | ms/eval "
+        "| x floor |")
+  print("|---|---|---:|---:|---:|")
+  for samples, width in ((4096, 64), (256, 16)):
+    n_params, rows = bench(samples, width, args.maxiter, args.repeats)
+    for name, nfev, ms, ratio in rows:
+      print("| %d x %d (%d) | %s | %d | %.3f | %.2f |" %
+            (samples, width, n_params, name, nfev, ms, ratio))
+
+
+if __name__ == "__main__":
+  main()
