@@ -17,7 +17,7 @@ METHOD_CASES = [
     ("Nelder-Mead", {"xatol": 1e-10, "fatol": 1e-10, "maxiter": 20000,
                      "maxfev": 20000, "adaptive": True}, 1e-6, 1e-6, 5),
     ("Newton-CG", {"xtol": 1e-10}, 1e-6, 1e-5, 5),
-    ("TNC", {"gtol": 1e-10, "maxfun": 2000}, 1e-6, 1e-4, 5),
+    ("TNC", {"gtol": 1e-10, "maxfun": 2000}, 1e-5, 1e-4, 5),
     ("COBYLA", {"rhobeg": 0.5, "maxiter": 200}, 1e-6, 0.7, 2),
     ("SLSQP", {"ftol": 1e-14, "maxiter": 500}, 1e-6, 1e-5, 5),
     ("CG", {"gtol": 1e-8}, 1e-6, 1e-5, 5),

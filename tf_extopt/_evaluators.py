@@ -221,9 +221,15 @@ class EagerEvaluator:
 
   # --- Compiled, cached entry points ----------------------------------------
 
-  def _compiled(self, key, python_fn):
-    """Returns the concrete function for `key`, tracing it on first use."""
-    fn = self._cache.get(key)
+  def _compiled(self, key, python_fn, keepalive=None):
+    """Returns the concrete function for `key`, tracing it on first use.
+
+    `keepalive` (the fetch objects whose ids are in `key`) is stored with the
+    entry so those ids cannot be reused by other objects meanwhile; it is not
+    part of the key because TF2 variables are unhashable.
+    """
+    entry = self._cache.get(key)
+    fn = entry[0] if entry is not None else None
     if fn is None:
       # Calling the concrete function directly skips tf.function's argument
       # matching, a measurable share of the per-evaluation cost on small
@@ -231,7 +237,7 @@ class EagerEvaluator:
       fn = tf.function(python_fn, input_signature=[self._spec],
                        jit_compile=self._jit_compile,
                        autograph=False).get_concrete_function()
-      self._cache[key] = fn
+      self._cache[key] = (fn, keepalive)
     return fn
 
   def value_and_grad_fn(self, fetches=()):
@@ -245,9 +251,7 @@ class EagerEvaluator:
         return out, [_fetch_value(f) for f in fetches]
       return out
 
-    # The fetch objects themselves are kept alive in the key, so their ids
-    # cannot be reused by other objects while the cache entry exists.
-    return self._compiled(("vg", tuple(map(id, fetches)), fetches), fn)
+    return self._compiled(("vg",) + tuple(map(id, fetches)), fn, fetches)
 
   def value_fn(self, fetches=()):
     """Compiled `x -> loss` (and fetch values if any)."""
@@ -259,7 +263,7 @@ class EagerEvaluator:
         return loss, [_fetch_value(f) for f in fetches]
       return loss
 
-    return self._compiled(("v", tuple(map(id, fetches)), fetches), fn)
+    return self._compiled(("v",) + tuple(map(id, fetches)), fn, fetches)
 
   def constraints_fn(self, kind):
     return self._compiled(("c", kind), lambda x: self.constraints_tf(kind, x))

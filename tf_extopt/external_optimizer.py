@@ -479,10 +479,10 @@ class ExternalOptimizerInterface:
         "the _minimize() method.")
 
 
-# Method capabilities, by lower-cased SciPy method name.
-_BOUNDS_METHODS = ("nelder-mead", "powell", "l-bfgs-b", "tnc", "slsqp",
-                   "trust-constr", "cobyla", "cobyqa")
-_CONSTRAINT_METHODS = ("cobyla", "cobyqa", "slsqp", "trust-constr")
+# Method capabilities, with SciPy's spelling (names match case-insensitively).
+_BOUNDS_METHODS = ("Nelder-Mead", "Powell", "L-BFGS-B", "TNC", "SLSQP",
+                   "trust-constr", "COBYLA", "COBYQA")
+_CONSTRAINT_METHODS = ("COBYLA", "COBYQA", "SLSQP", "trust-constr")
 # Methods that never call the gradient: they get a loss-only function, which
 # skips the gradient computation and SciPy's "does not use gradient" warning.
 _GRADIENT_FREE_METHODS = ("nelder-mead", "powell", "cobyla", "cobyqa")
@@ -568,11 +568,12 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
     if callable(method):
       return  # A custom method takes whatever it is given.
     name = method.lower()
-    if has_bounds and name not in _BOUNDS_METHODS:
+    if has_bounds and name not in [m.lower() for m in _BOUNDS_METHODS]:
       raise ValueError(
           "method %r cannot take bounds (var_to_bounds); methods that can: "
           "%s." % (method, ", ".join(_BOUNDS_METHODS)))
-    if has_constraints and name not in _CONSTRAINT_METHODS:
+    if has_constraints and name not in [m.lower()
+                                        for m in _CONSTRAINT_METHODS]:
       raise ValueError(
           "method %r cannot take equality/inequality constraints; methods "
           "that can: %s." % (method, ", ".join(_CONSTRAINT_METHODS)))
