@@ -348,3 +348,42 @@ def test_errors():
   with helpers.graph_session():
     with pytest.raises(ValueError, match="no trainable variables"):
       ScipyOptimizerInterface(tf.constant(1.0))
+
+
+_TF1_PROGRAM = r"""
+import numpy as np
+import tensorflow.compat.v1 as tf
+from tf_extopt import ScipyOptimizerInterface  # was tf.contrib.opt
+tf.disable_v2_behavior()
+
+target = tf.placeholder(tf.float32, [2])
+vector = tf.Variable([7., 7.], name="vector")  # a legacy RefVariable
+loss = tf.reduce_sum(tf.square(vector - target))
+optimizer = ScipyOptimizerInterface(
+    loss, var_to_bounds={vector: ([None, 2.], None)},
+    options={"maxiter": 100})
+with tf.Session() as session:
+  session.run(tf.global_variables_initializer())
+  optimizer.minimize(session, feed_dict={target: [-1., 1.]})
+  print("RESULT", *session.run(vector))
+"""
+
+
+@pytest.mark.slow
+def test_tf1_program_with_v2_behavior_disabled(tmp_path):
+  """A whole TF1 program (RefVariables, hashable dict keys, placeholders), in
+  a subprocess because disabling v2 behaviour is process-wide."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  script = tmp_path / "tf1_program.py"
+  script.write_text(_TF1_PROGRAM)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+             PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run([sys.executable, str(script)], capture_output=True,
+                        text=True, env=env, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][0]
+  np.testing.assert_allclose([float(v) for v in line.split()[1:]], [-1., 2.],
+                             atol=1e-5)
