@@ -72,6 +72,7 @@ class Objective:
     self._position_shape = position_shape
     self._static_shape = static_position_shape
     self._dtype = dtype
+    self.flat_shape = _static_flat_shape(static_position_shape)
 
   def __call__(self, x_flat):
     x = tf.reshape(x_flat, self._position_shape)
@@ -85,7 +86,11 @@ class Objective:
     gradient = tf.convert_to_tensor(outputs[1])
     self._check(value, "value", self._static_shape[:-1])
     self._check(gradient, "gradient", self._static_shape)
-    return tf.reshape(value, [-1]), tf.reshape(gradient, tf.shape(x_flat))
+    value = tf.reshape(value, [-1])
+    value.set_shape(self.flat_shape[:1])
+    gradient = tf.reshape(gradient, tf.shape(x_flat))
+    gradient.set_shape(self.flat_shape)
+    return value, gradient
 
   def _check(self, tensor, what, expected_shape):
     if tensor.dtype != self._dtype:
@@ -98,6 +103,15 @@ class Objective:
           f"`value_and_gradients_function` returned a {what} of shape "
           f"{tensor.shape}; expected {expected_shape} for a position of "
           f"shape {self._static_shape}.")
+
+
+def _static_flat_shape(static_position_shape):
+  """The static `[B, n]` shape of the flattened position, where known."""
+  if static_position_shape.rank is None:
+    return tf.TensorShape([None, None])
+  batch = static_position_shape[:-1]
+  size = batch.num_elements() if batch.is_fully_defined() else None
+  return tf.TensorShape([size, static_position_shape[-1]])
 
 
 def initial_state(objective, x, config, strategy, memory,
@@ -371,6 +385,7 @@ def minimize(value_and_gradients_function, initial_position,
   objective = Objective(value_and_gradients_function, position_shape,
                         position.shape, dtype)
   x = tf.reshape(position, tf.stack([-1, n]))
+  x.set_shape(objective.flat_shape)
   batch_size = tf.shape(x)[0]
 
   if previous_optimizer_results is None:
