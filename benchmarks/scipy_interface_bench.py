@@ -18,6 +18,10 @@ same evaluations; ms/eval divides wall time by each run's own evaluation
 count. Each driver is warmed up first (tracing), then timed `--repeats`
 times in interleaved order; the median is reported.
 
+Both problems run twice: as plain `tf.function`s, then with XLA
+(`jit_compile=True` for the floor and ours, `tf_fun_args` for gpflow); each
+group's ratio is to its own floor.
+
 Run: python benchmarks/scipy_interface_bench.py [--maxiter 50] [--repeats 5]
 """
 
@@ -65,11 +69,12 @@ def make_problem(samples, width, seed=0):
   return model, loss_fn, tf_vars, initial
 
 
-def make_floor(loss_fn, tf_vars):
+def make_floor(loss_fn, tf_vars, jit_compile=False):
   shapes = [v.shape for v in tf_vars]
   sizes = [int(np.prod(s)) for s in shapes]
 
-  @tf.function(input_signature=[tf.TensorSpec([sum(sizes)], tf.float64)])
+  @tf.function(input_signature=[tf.TensorSpec([sum(sizes)], tf.float64)],
+               jit_compile=jit_compile)
   def value_and_grad(x):
     for v, p, s in zip(tf_vars, tf.split(x, sizes), shapes):
       v.assign(tf.cast(tf.reshape(p, s), v.dtype))
@@ -96,31 +101,36 @@ def make_floor(loss_fn, tf_vars):
   return run
 
 
-def make_gpflow(loss_fn, tf_vars):
+def make_gpflow(loss_fn, tf_vars, jit_compile=False):
   opt = gpflow.optimizers.Scipy()
+  tf_fun_args = {"jit_compile": True} if jit_compile else {}
 
   def run(options):
-    res = opt.minimize(loss_fn, tf_vars, method="L-BFGS-B", options=options)
+    res = opt.minimize(loss_fn, tf_vars, method="L-BFGS-B", options=options,
+                       tf_fun_args=tf_fun_args)
     return res.nfev
   return run
 
 
-def make_ours(loss_fn, model, options):
+def make_ours(loss_fn, model, options, jit_compile=False):
   opt = ScipyOptimizerInterface(loss_fn, model, method="L-BFGS-B",
-                                options=options)
+                                options=options, jit_compile=jit_compile)
 
   def run(unused_options):
     return opt.minimize().nfev
   return run
 
 
-def bench(samples, width, maxiter, repeats):
+def bench(samples, width, maxiter, repeats, jit_compile):
+  """Returns the parameter count and rows (driver, evals, ms/eval, ratio)."""
   model, loss_fn, tf_vars, initial = make_problem(samples, width)
   options = {"maxiter": maxiter, "ftol": 0.0, "gtol": 0.0}
-  drivers = {"floor": make_floor(loss_fn, tf_vars)}
+  drivers = {"floor": make_floor(loss_fn, tf_vars, jit_compile)}
   if gpflow is not None:
-    drivers["gpflow.optimizers.Scipy"] = make_gpflow(loss_fn, tf_vars)
-  drivers["ScipyOptimizerInterface"] = make_ours(loss_fn, model, options)
+    drivers["gpflow.optimizers.Scipy"] = make_gpflow(loss_fn, tf_vars,
+                                                     jit_compile)
+  drivers["ScipyOptimizerInterface"] = make_ours(loss_fn, model, options,
+                                                 jit_compile)
 
   def reset():
     for v, val in zip(tf_vars, initial):
@@ -132,7 +142,7 @@ def bench(samples, width, maxiter, repeats):
   times = {name: [] for name in drivers}
   evals = {name: [] for name in drivers}
   for _ in range(repeats):
-    for name, run in drivers.items():
+    for name, run in drivers.items():  # Interleaved, so load drifts hit all.
       reset()
       start = time.perf_counter()
       nfev = run(options)
@@ -159,14 +169,17 @@ def main():
         (args.maxiter, args.repeats, tf.__version__, keras.__version__,
          scipy.__version__,
          ", gpflow %s" % gpflow.__version__ if gpflow else ", no gpflow"))
-  print("| problem (samples x width, params) | driver | evals | ms/eval "
-        "| x floor |")
-  print("|---|---|---:|---:|---:|")
-  for samples, width in ((4096, 64), (256, 16)):
-    n_params, rows = bench(samples, width, args.maxiter, args.repeats)
-    for name, nfev, ms, ratio in rows:
-      print("| %d x %d (%d) | %s | %d | %.3f | %.2f |" %
-            (samples, width, n_params, name, nfev, ms, ratio))
+  print("| problem (samples x width, params) | XLA | driver | evals "
+        "| ms/eval | x floor |")
+  print("|---|---|---|---:|---:|---:|")
+  for jit_compile in (False, True):
+    for samples, width in ((4096, 64), (256, 16)):
+      n_params, rows = bench(samples, width, args.maxiter, args.repeats,
+                             jit_compile)
+      for name, nfev, ms, ratio in rows:
+        print("| %d x %d (%d) | %s | %s | %d | %.3f | %.2f |" %
+              (samples, width, n_params, "yes" if jit_compile else "no",
+               name, nfev, ms, ratio), flush=True)
 
 
 if __name__ == "__main__":

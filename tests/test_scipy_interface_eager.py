@@ -86,6 +86,14 @@ def test_traces_once_across_evaluations_and_minimize_calls(jit_compile):
   assert first.nfev > 10 and second.nfev > 10
   assert loss.calls == 1
   np.testing.assert_allclose(x.numpy(), np.ones(3), atol=1e-3)
+  # One more trace for a fetch list, reused while it is the same list.
+  fetches = [loss, x]
+  seen = []
+  for start in ([0.5, 0.5, 0.5], [0.2, 0.2, 0.2]):
+    x.assign(start)
+    optimizer.minimize(fetches=fetches, loss_callback=lambda *v: seen.append(v))
+  assert loss.calls == 3  # The loss itself plus its use as a fetch.
+  np.testing.assert_allclose(seen[-1][1], x.numpy())
 
 
 def test_slsqp_equality_and_inequality():

@@ -387,3 +387,38 @@ def test_tf1_program_with_v2_behavior_disabled(tmp_path):
   line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][0]
   np.testing.assert_allclose([float(v) for v in line.split()[1:]], [-1., 2.],
                              atol=1e-5)
+
+
+def test_unused_variable_and_embedding_gradients():
+  with helpers.graph_session() as (_, sess):
+    table = v1.Variable(tf.ones([5, 2]), name="table")
+    unused = v1.Variable([3., 3.], name="unused")
+    rows = tf.nn.embedding_lookup(table, [0, 2, 2])  # IndexedSlices gradient.
+    loss = tf.reduce_sum(tf.square(rows - 4.))
+    optimizer = ScipyOptimizerInterface(loss, var_list=[table, unused])
+    sess.run(v1.global_variables_initializer())
+    optimizer.minimize(sess)
+    expected = np.ones([5, 2])
+    expected[[0, 2]] = 4.
+    np.testing.assert_allclose(sess.run(table), expected, atol=1e-5)
+    np.testing.assert_array_equal(sess.run(unused), [3., 3.])
+
+
+def test_callable_loss_and_constraints_in_graph_are_built_once():
+  with helpers.graph_session() as (graph, sess):
+    vector = v1.Variable([7., 7.], name="vector")
+    calls = []
+
+    def loss():
+      calls.append(1)
+      return tf.reduce_sum(tf.square(vector))
+
+    optimizer = ScipyOptimizerInterface(
+        loss, equalities=[lambda: vector[1] - 1.],
+        inequalities=[lambda: vector[0] - 1.], method="SLSQP")
+    sess.run(v1.global_variables_initializer())
+    num_ops = len(graph.get_operations())
+    optimizer.minimize(sess)
+    assert len(calls) == 1
+    assert len(graph.get_operations()) == num_ops
+    np.testing.assert_allclose(sess.run(vector), [1., 1.], atol=1e-5)
