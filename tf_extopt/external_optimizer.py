@@ -40,11 +40,6 @@ from tf_extopt import _packing
 
 __all__ = ["ExternalOptimizerInterface", "ScipyOptimizerInterface"]
 
-_ARG_NAMES = ("initial_val", "loss_grad_func", "equality_funcs",
-              "equality_grad_funcs", "inequality_funcs",
-              "inequality_grad_funcs", "packed_bounds", "step_callback",
-              "optimizer_kwargs")
-
 
 class _EarlyStop(Exception):
   """Raised through the external optimizer when a callback asks to stop.
@@ -111,6 +106,8 @@ class ExternalOptimizerInterface:
     element (+/-inf where unbounded), as contrib passed it.
   * `step_callback(x)`: call once per iteration.
   * `optimizer_kwargs`: a copy of the extra constructor kwargs.
+  * `loss_func(x) -> loss` (an addition to contrib's arguments): the loss
+    alone, skipping the gradient, for gradient-free algorithms.
 
   It returns the packed optimum (as contrib subclasses do) or an
   `OptimizeResult`-like mapping with at least `x`.
@@ -304,14 +301,14 @@ class ExternalOptimizerInterface:
                                                     self._num_inequalities)
     packed_bounds = None
     if self._packed_bounds_arrays is not None:
-      packed_bounds = list(zip(*self._packed_bounds_arrays))
+      lower, upper = self._packed_bounds_arrays
+      packed_bounds = list(zip(lower.tolist(), upper.tolist()))
     kwargs = dict(
         initial_val=initial_val, loss_grad_func=loss_grad_func,
         equality_funcs=eq_funcs, equality_grad_funcs=eq_grads,
         inequality_funcs=ineq_funcs, inequality_grad_funcs=ineq_grads,
         packed_bounds=packed_bounds, step_callback=step,
-        optimizer_kwargs=self._copy_optimizer_kwargs())
-    self._loss_func = loss_func  # For subclasses using gradient-free methods.
+        optimizer_kwargs=self._copy_optimizer_kwargs(), loss_func=loss_func)
 
     try:
       raw = self._call_minimize(kwargs)
@@ -447,7 +444,8 @@ class ExternalOptimizerInterface:
 
   def _minimize(self, initial_val, loss_grad_func, equality_funcs,
                 equality_grad_funcs, inequality_funcs, inequality_grad_funcs,
-                packed_bounds, step_callback, optimizer_kwargs):
+                packed_bounds, step_callback, optimizer_kwargs,
+                loss_func=None):
     """Wrapper for a particular optimization algorithm implementation.
 
     It would be appropriate for a subclass implementation of this method to
@@ -470,10 +468,13 @@ class ExternalOptimizerInterface:
         step, supplied with the current value of the packed variable vector.
       optimizer_kwargs: Other key-value arguments available to the
         optimizer.
+      loss_func: A function accepting a NumPy packed variable vector and
+        returning only the loss (no gradient computed).
 
     Returns:
       The optimal variable vector as a NumPy vector, or an `OptimizeResult`.
     """
+    del loss_func  # Unused by this abstract implementation.
     raise NotImplementedError(
         "To use ExternalOptimizerInterface, subclass from it and implement "
         "the _minimize() method.")
@@ -580,7 +581,9 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
 
   def _minimize(self, initial_val, loss_grad_func, equality_funcs,
                 equality_grad_funcs, inequality_funcs, inequality_grad_funcs,
-                packed_bounds, step_callback, optimizer_kwargs):
+                packed_bounds, step_callback, optimizer_kwargs,
+                loss_func=None):
+    """Runs `scipy.optimize.minimize`; see the base class for arguments."""
     import scipy.optimize  # pylint: disable=g-import-not-at-top
 
     optimizer_kwargs = dict(optimizer_kwargs)
@@ -603,9 +606,9 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
 
     gradient_free = (isinstance(method, str)
                      and method.lower() in _GRADIENT_FREE_METHODS
-                     and getattr(self, "_loss_func", None) is not None)
+                     and loss_func is not None)
     if gradient_free:
-      fun, jac = self._loss_func, None
+      fun, jac = loss_func, None
     else:
       fun, jac = loss_grad_func, True
     return scipy.optimize.minimize(
