@@ -380,6 +380,8 @@ def test_eager_only_errors():
     optimizer.minimize(options=None)
   with pytest.raises(ValueError, match="fetches must be zero-argument"):
     optimizer.minimize(fetches=["loss"])
+  with pytest.raises(ValueError, match="fetches must be a list"):
+    optimizer.minimize(fetches=loss)
   with pytest.raises(ValueError, match="step_callback must be callable"):
     optimizer.minimize(step_callback=3)
 

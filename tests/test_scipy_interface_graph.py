@@ -342,6 +342,8 @@ def test_errors():
       optimizer.minimize()
     with pytest.raises(ValueError, match="feed_dict must be a dict"):
       optimizer.minimize(v1.Session(graph=graph), feed_dict=[1.0])
+    with pytest.raises(ValueError, match="fetches must be a list"):
+      optimizer.minimize(v1.Session(graph=graph), fetches=loss)
   with helpers.graph_session() as (_, other):
     with pytest.raises(ValueError, match="different graph"):
       optimizer.minimize(other)

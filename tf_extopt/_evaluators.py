@@ -37,6 +37,16 @@ def _as_scalar_loss(loss, what="loss"):
   return tf.reshape(tf.cast(loss, tf.float64), [])
 
 
+def _fetch_list(fetches):
+  """Checks that `fetches` is None or a list/tuple; returns a new list."""
+  if fetches is None:
+    return []
+  if not isinstance(fetches, (list, tuple)):
+    raise ValueError("fetches must be a list of values to pass to "
+                     "loss_callback; got %s." % type(fetches).__name__)
+  return list(fetches)
+
+
 class GraphEvaluator:
   """Evaluates a graph-mode loss through a `tf.compat.v1.Session`.
 
@@ -98,7 +108,7 @@ class GraphEvaluator:
     if feed_dict is not None and not hasattr(feed_dict, "items"):
       raise ValueError("feed_dict must be a dict; got %s." %
                        type(feed_dict).__name__)
-    return _GraphRun(self, session, feed_dict, list(fetches or []),
+    return _GraphRun(self, session, feed_dict, _fetch_list(fetches),
                      dict(run_kwargs))
 
 
@@ -292,7 +302,7 @@ class EagerEvaluator:
       raise ValueError(
           "minimize() runs the external optimizer in Python and cannot be "
           "called inside tf.function or a graph; call it eagerly.")
-    fetches = list(fetches or [])
+    fetches = _fetch_list(fetches)
     for f in fetches:
       if not (callable(f) or _packing.unwrap_variable(f) is not None
               or isinstance(f, tf.Tensor)):
