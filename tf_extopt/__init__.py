@@ -4,6 +4,7 @@ from tf_extopt._results import LBfgsOptimizerResults
 from tf_extopt._results import converged_all
 from tf_extopt._results import converged_any
 from tf_extopt.lbfgs import lbfgs_minimize
+from tf_extopt.lbfgsb import lbfgsb_minimize
 from tf_extopt.external_optimizer import ExternalOptimizerInterface
 from tf_extopt.external_optimizer import ScipyOptimizerInterface
 
@@ -16,4 +17,5 @@ __all__ = [
     "converged_all",
     "converged_any",
     "lbfgs_minimize",
+    "lbfgsb_minimize",
 ]

@@ -1,0 +1,159 @@
+"""The generalized Cauchy point of L-BFGS-B, batched with fixed shapes.
+
+Algorithm CP of Byrd, Lu, Nocedal & Zhu (1995), section 4, as SciPy's
+``cauchy`` routine runs it. Along the projected steepest-descent path
+``x(t) = P(x - t g, l, u)`` the quadratic model
+``m(x) = g.(x - x_k) + 1/2 (x - x_k)^T B (x - x_k)`` with the compact
+``B = theta I - W M W^T`` is piecewise quadratic in ``t``; the path bends at
+the breakpoints ``t_i`` where variable ``i`` reaches its bound. The breakpoints
+are visited in increasing order: on each segment, with ``f' = dm/dt`` and
+``f'' = d2m/dt2`` at its start, the model's minimiser is ``dt* = -f'/f''``;
+if it lies before the next breakpoint the search stops there, otherwise the
+variable of that breakpoint is fixed at its bound and ``f'``, ``f''``,
+``p = W^T d`` and ``c = W^T (x(t) - x)`` are updated in O(m) (the paper's
+eqs. 4.9-4.11)::
+
+  f'  += dt f'' + d_b^2 - theta d_b z_b + d_b w_b^T M c
+  f'' += -theta d_b^2 + 2 d_b w_b^T M p - d_b^2 w_b^T M w_b
+  p   -= d_b w_b
+
+where ``d_b = -g_b``, ``z_b`` = the bound minus ``x_b``, ``w_b`` = row ``b``
+of ``W``. As in SciPy, ``f''`` is kept at least ``eps * theta * ||d||^2``.
+
+Batching: the breakpoints of every member are sorted once; a bounded
+`tf.while_loop` visits the k-th smallest of all members at once, each member
+masked off when its search has stopped, so the loop runs at most ``n`` times
+and stops as soon as every member is done. Sets are boolean masks.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["CauchyPoint", "generalized_cauchy_point"]
+
+CauchyPoint = collections.namedtuple(
+    "CauchyPoint",
+    [
+        "x",     # [B, n] the generalized Cauchy point x^c.
+        "c",     # [B, 2m] W^T (x^c - x).
+        "free",  # [B, n] bool, variables not at a bound at x^c (the set F).
+    ])
+
+
+def _matvec(matrix, vector):
+  return tf.linalg.matvec(matrix, vector)
+
+
+def _dot(a, b):
+  return tf.reduce_sum(a * b, axis=-1)
+
+
+def generalized_cauchy_point(x, g, lower, upper, compact):
+  """Computes the generalized Cauchy point of every member.
+
+  Args:
+    x: `[B, n]` current point, inside `[lower, upper]`.
+    g: `[B, n]` gradient at `x`.
+    lower, upper: `[B, n]` bounds (`-inf`/`+inf` where absent).
+    compact: `_compact.CompactForm` of the members' memory.
+
+  Returns:
+    `CauchyPoint`.
+  """
+  dtype = x.dtype
+  eps = np.finfo(dtype.as_numpy_dtype).eps
+  zero = tf.zeros_like(x)
+  inf = tf.constant(np.inf, dtype)
+  theta, w, m = compact.theta, compact.w, compact.m
+  n = tf.shape(x)[-1]
+
+  # Variables held at a bound from the start: fixed (l == u), or at a bound
+  # with the gradient pushing outwards (or zero). SciPy's iwhere 1, 2, 3.
+  held = (tf.equal(lower, upper) | ((x <= lower) & (g >= 0))
+          | ((x >= upper) & (g <= 0)))
+  d = tf.where(held, zero, -g)
+  breakpoint_ = tf.where(
+      d < 0, (x - lower) / -d, tf.where(d > 0, (upper - x) / d, inf))
+  breakpoint_ = tf.where(tf.math.is_finite(breakpoint_), breakpoint_, inf)
+  num_breaks = tf.reduce_sum(tf.cast(breakpoint_ < inf, tf.int32), axis=-1)
+  num_moving = tf.reduce_sum(tf.cast(tf.not_equal(d, 0), tf.int32), axis=-1)
+  order = tf.argsort(breakpoint_, axis=-1, stable=True)
+  sorted_breaks = tf.gather(breakpoint_, order, batch_dims=1)
+
+  p = _matvec(tf.linalg.matrix_transpose(w), d)        # W^T d, [B, 2m]
+  c = tf.zeros_like(p)
+  f1 = -_dot(d, d)
+  f2_org = -theta * f1
+  f2 = f2_org - _dot(p, _matvec(m, p))
+
+  def minimiser(f1, f2):
+    # -f'/f'' on a segment; an unbounded-below segment (f'' <= 0 with a
+    # descent slope) runs to its end, a flat one (d = 0) stays put.
+    return tf.where(f2 > 0, -f1 / tf.where(f2 > 0, f2, tf.ones_like(f2)),
+                    tf.where(f1 < 0, inf, tf.zeros_like(f1)))
+
+  dtm = minimiser(f1, f2)
+  tsum = tf.zeros_like(f1)
+  done = tf.equal(num_breaks, 0)
+  hit = tf.zeros_like(x, dtype=tf.bool)
+
+  def cond(k, done, *unused):
+    del unused
+    return (k < n) & tf.reduce_any(~done)
+
+  def body(k, done, tsum, f1, f2, dtm, p, c, d, hit):
+    b = order[:, k]
+    live = ~done & (k < num_breaks)
+    dt = sorted_breaks[:, k] - tsum
+    stop = live & (dtm < dt)
+    fix = live & ~stop
+
+    d_b = tf.gather(d, b, batch_dims=1)
+    x_b = tf.gather(x, b, batch_dims=1)
+    bound_b = tf.where(d_b > 0, tf.gather(upper, b, batch_dims=1),
+                       tf.gather(lower, b, batch_dims=1))
+    z_b = tf.where(fix, bound_b - x_b, tf.zeros_like(x_b))
+    d_b = tf.where(fix, d_b, tf.zeros_like(d_b))
+    dt = tf.where(fix, dt, tf.zeros_like(dt))
+    w_b = tf.gather(w, b, batch_dims=1)                 # [B, 2m]
+    new_c = c + dt[:, None] * p
+    v = _matvec(m, w_b)
+    new_f1 = (f1 + dt * f2 + d_b * d_b - theta * d_b * z_b
+              + d_b * _dot(new_c, v))
+    new_f2 = (f2 - theta * d_b * d_b + 2.0 * d_b * _dot(p, v)
+              - d_b * d_b * _dot(w_b, v))
+    new_f2 = tf.maximum(eps * f2_org, new_f2)
+    new_p = p - d_b[:, None] * w_b
+    fixed_now = tf.one_hot(b, n, on_value=True, off_value=False) & fix[:, None]
+    moving_left = num_moving > k + 1
+    new_dtm = tf.where(moving_left, minimiser(new_f1, new_f2),
+                       tf.zeros_like(dtm))
+
+    def pick(new, old):
+      return tf.where(fix, new, old)
+
+    return (k + 1,
+            done | stop | (fix & (~moving_left | (k + 1 >= num_breaks))),
+            pick(tsum + dt, tsum), pick(new_f1, f1), pick(new_f2, f2),
+            pick(new_dtm, dtm),
+            tf.where(fix[:, None], new_p, p), tf.where(fix[:, None], new_c, c),
+            tf.where(fixed_now, zero, d), hit | fixed_now)
+
+  (_, _, tsum, _, _, dtm, p, c, d_left, hit) = tf.while_loop(
+      cond, body,
+      (tf.constant(0), done, tsum, f1, f2, dtm, p, c, d, hit))
+  dtm = tf.maximum(dtm, tf.zeros_like(dtm))
+  # A segment that is unbounded below only happens with no breakpoint left
+  # and no curvature; stay at its start rather than go to infinity.
+  dtm = tf.where(tf.math.is_finite(dtm), dtm, tf.zeros_like(dtm))
+  tsum = tsum + dtm
+  at_bound = tf.where(d > 0, upper, lower)
+  # Roundoff must not carry a variable that has not reached its breakpoint
+  # past its bound.
+  xcp = tf.where(hit, at_bound, tf.clip_by_value(
+      x + tsum[:, None] * d_left, lower, upper))
+  c = c + dtm[:, None] * p
+  free = ~held & ~hit
+  return CauchyPoint(x=xcp, c=c, free=free)

@@ -1,0 +1,86 @@
+"""Subspace minimisation of L-BFGS-B (the direct primal method), batched.
+
+From the generalized Cauchy point ``x^c`` the variables still free there (the
+set ``F``, as a mask ``Z``) are moved to minimise the quadratic model with the
+others held at ``x^c``. Byrd, Lu, Nocedal & Zhu (1995), section 5.1:
+
+  reduced gradient   r^c = -Z^T (g + theta (x^c - x) - W M c),  c = W^T (x^c - x)
+  reduced Hessian    B^ = theta I - Z^T W M W^T Z
+  Newton step        d^u = B^{-1} r^c
+                         = r^c / theta + Z^T W N^{-1} M W^T Z r^c / theta^2,
+                     N = I - M W^T Z Z^T W / theta            (2m x 2m)
+
+(Sherman-Morrison-Woodbury, the paper's eq. 5.11). The step is then brought
+back into the box as in L-BFGS-B 3.0 (Morales & Nocedal, 2011): the free
+variables are projected, ``x^ = P(x^c + d^u)``; if the projection changed
+anything and ``g.(x^ - x) > 0`` (not a descent direction), the projected
+point is discarded for the backtracked one ``x^c + alpha d^u`` with the
+largest ``alpha <= 1`` that stays feasible (Byrd et al.'s original step).
+
+All sets are masks over ``[B, n]``; fixed variables have zero rows in ``Z W``.
+"""
+
+import tensorflow as tf
+
+from tf_extopt import _compact
+
+__all__ = ["subspace_minimum"]
+
+
+def _dot(a, b):
+  return tf.reduce_sum(a * b, axis=-1)
+
+
+def subspace_minimum(x, g, lower, upper, compact, cauchy):
+  """Returns the subspace minimiser `x^` inside the box, and `ok`.
+
+  Args:
+    x: `[B, n]` current point.
+    g: `[B, n]` gradient at `x`.
+    lower, upper: `[B, n]` bounds.
+    compact: `_compact.CompactForm`.
+    cauchy: `_cauchy.CauchyPoint`.
+
+  Returns:
+    `(x_bar [B, n], ok [B] bool)`; `ok` is false where the reduced system was
+    numerically singular.
+  """
+  theta, w, m = compact.theta, compact.w, compact.m
+  free = cauchy.free
+  xcp = cauchy.x
+  freef = tf.cast(free, x.dtype)
+  wm_c = tf.linalg.matvec(w, tf.linalg.matvec(m, cauchy.c))   # W M c
+  r = -(g + theta[:, None] * (xcp - x) - wm_c) * freef
+  wz = w * freef[..., None]                                  # Z Z^T W
+  wz_r = tf.linalg.matvec(wz, r, transpose_a=True)           # W^T Z r
+  gram = tf.linalg.matmul(wz, wz, transpose_a=True)          # W^T Z Z^T W
+  size = tf.shape(m)[-1]
+  identity = tf.eye(size, batch_shape=tf.shape(m)[:1], dtype=x.dtype)
+  n_matrix = identity - tf.linalg.matmul(m, gram) / theta[:, None, None]
+  v, ok = _compact.solve(n_matrix,
+                         tf.linalg.matvec(m, wz_r)[..., None])
+  du = (r / theta[:, None]
+        + tf.linalg.matvec(wz, v[..., 0]) / (theta * theta)[:, None])
+  du = du * freef
+
+  # Projection, then the backtracking fallback of L-BFGS-B 3.0.
+  trial = xcp + du
+  projected = tf.where(free, tf.clip_by_value(trial, lower, upper), xcp)
+  touched = tf.reduce_any(
+      free & ((projected <= lower) | (projected >= upper)), axis=-1)
+  ascent = _dot(projected - x, g) > 0
+  inf = tf.constant(float("inf"), x.dtype)
+  ratio = tf.where(du > 0, (upper - xcp) / tf.where(du > 0, du, 1.0),
+                   tf.where(du < 0, (lower - xcp) / tf.where(du < 0, du, 1.0),
+                            inf))
+  ratio = tf.where(free, ratio, inf)
+  alpha = tf.minimum(tf.reduce_min(ratio, axis=-1), 1.0)
+  alpha = tf.maximum(alpha, 0.0)
+  limiting = tf.one_hot(tf.argmin(ratio, axis=-1, output_type=tf.int32),
+                        tf.shape(x)[-1], on_value=True, off_value=False)
+  limiting = limiting & (alpha < 1.0)[:, None]
+  backtracked = tf.where(limiting, tf.where(du > 0, upper, lower),
+                         xcp + alpha[:, None] * du)
+  backtracked = tf.clip_by_value(backtracked, lower, upper)
+  x_bar = tf.where((touched & ascent)[:, None], backtracked, projected)
+  return x_bar, ok
