@@ -7,11 +7,14 @@ from tf_extopt.lbfgs import lbfgs_minimize
 from tf_extopt.lbfgsb import lbfgsb_minimize
 from tf_extopt.external_optimizer import ExternalOptimizerInterface
 from tf_extopt.external_optimizer import ScipyOptimizerInterface
+from tf_extopt.lbfgs_interface import LbfgsOptimizerInterface
+from tf_extopt import keras  # pylint: disable=redefined-builtin
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ExternalOptimizerInterface",
+    "LbfgsOptimizerInterface",
     "ScipyOptimizerInterface",
     "LBfgsOptimizerResults",
     "converged_all",

@@ -1,0 +1,381 @@
+"""`tf_extopt.keras.fit`: train a Keras model with full-batch L-BFGS.
+
+The documented flow is Adam first, then L-BFGS to finish:
+
+```python
+model.compile(optimizer="adam", loss="mse")
+model.fit(x, y, epochs=200, verbose=0)          # Adam
+history = tf_extopt.keras.fit(model, x, y, max_iterations=500)  # L-BFGS
+```
+
+Works with Keras 3 (TensorFlow backend) and with `tf_keras` models.
+
+Deliberate differences from `model.fit`:
+
+* One "epoch" is one L-BFGS iteration over the full objective: callbacks get
+  `on_epoch_begin/end` once per iteration, and `epochs` in their params is
+  `max_iterations`. No `on_train_batch_*` calls are made: there are no
+  batches from the callbacks' point of view.
+* `logs['loss']` is the full-batch objective at the iterate (compiled loss
+  plus `model.losses`, in training mode). Other training metrics and all
+  `val_` metrics are computed with `model.evaluate` at the iterate (inference
+  mode), so they cost one evaluation pass per iteration; they are computed
+  only when the model was compiled with metrics / `validation_data` is given.
+* With `batch_size` or a dataset, batch losses are weighted by their number
+  of samples (Keras' per-step average weights a short last batch like a full
+  one), so the objective is exactly the full-data mean.
+* Layers that update state in training mode (batch normalization moving
+  statistics) update it on every objective evaluation, including line-search
+  trials, rather than once per step.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tf_extopt import _packing
+
+__all__ = ["fit"]
+
+
+def _keras_module(model):
+  """The Keras package `model` belongs to: `keras` (3) or `tf_keras`."""
+  for cls in type(model).__mro__:
+    if cls.__module__.startswith("tf_keras"):
+      import tf_keras  # pylint: disable=g-import-not-at-top
+      return tf_keras
+  import keras  # pylint: disable=g-import-not-at-top
+  if not isinstance(model, keras.Model):
+    raise ValueError("model must be a Keras 3 or tf_keras Model; got %s." %
+                     type(model).__name__)
+  return keras
+
+
+def _is_keras3(module):
+  return module.__name__ == "keras"
+
+
+def _compiled_loss_fn(model, keras_module):
+  """`(x, y, y_pred, sw) -> loss + model.losses` from the compiled loss."""
+  if _is_keras3(keras_module):
+    if getattr(model, "_compile_loss", None) is None:
+      return None
+    return lambda x, y, y_pred, sw: model.compute_loss(
+        x=x, y=y, y_pred=y_pred, sample_weight=sw, training=True)
+  if getattr(model, "compiled_loss", None) is None:
+    return None
+  return lambda x, y, y_pred, sw: model.compute_loss(x, y, y_pred, sw)
+
+
+def _override_loss_fn(model, keras_module, loss):
+  """`(x, y, y_pred, sw) -> loss + model.losses` from a `loss=` argument."""
+  loss_obj = keras_module.losses.get(loss) if isinstance(loss, str) else loss
+  if not isinstance(loss_obj, keras_module.losses.Loss):
+    if not callable(loss_obj):
+      raise ValueError("loss must be a Keras loss name, a Loss instance or a "
+                       "callable (y_true, y_pred); got %r." % (loss,))
+    loss_obj = keras_module.losses.LossFunctionWrapper(loss_obj)
+
+  def fn(x, y, y_pred, sw):
+    del x
+    value = tf.cast(loss_obj(y, y_pred, sample_weight=sw), tf.float32)
+    extra = [tf.cast(l, tf.float32) for l in model.losses]
+    return value + tf.add_n(extra) if extra else value
+  return fn
+
+
+def _unpack_batch(batch):
+  if isinstance(batch, (tuple, list)):
+    if len(batch) == 1:
+      return batch[0], None, None
+    if len(batch) == 2:
+      return batch[0], batch[1], None
+    if len(batch) == 3:
+      return tuple(batch)
+    raise ValueError("Dataset elements must be x, (x,), (x, y) or (x, y, "
+                     "sample_weight); got a tuple of %d." % len(batch))
+  return batch, None, None
+
+
+def _num_samples(x):
+  leaf = tf.nest.flatten(x)[0]
+  return tf.cast(tf.shape(leaf)[0], tf.float64)
+
+
+class _Objective:
+  """The full-batch training objective as a zero-argument callable.
+
+  In-memory arrays without `batch_size` are one batch: the loss is computed
+  directly and differentiated by the caller's tape. Otherwise the batches
+  are summed inside `Dataset.reduce`, each batch differentiated there, and a
+  `tf.custom_gradient` hands the accumulated gradient to the caller's tape.
+  """
+
+  def __init__(self, model, batch_loss, variables, x, y, sample_weight,
+               dataset):
+    self._model = model
+    self._batch_loss = batch_loss
+    self._variables = variables
+    self._data = (x, y, sample_weight)
+    self._dataset = dataset
+
+  def _loss_on(self, x, y, sw):
+    y_pred = self._model(x, training=True)
+    return tf.cast(self._batch_loss(x, y, y_pred, sw), tf.float64)
+
+  def __call__(self):
+    if self._dataset is None:
+      return self._loss_on(*self._data)
+    variables = self._variables
+
+    def reduce_fn(state, batch):
+      x, y, sw = _unpack_batch(batch)
+      with tf.GradientTape(watch_accessed_variables=False) as tape:
+        for v in variables:
+          tape.watch(v)
+        loss = self._loss_on(x, y, sw)
+      grads = tape.gradient(loss, variables)
+      n = _num_samples(x)
+      count, total, sums = state
+      # A tuple, not a list: tf.data would try to stack a list.
+      sums = tuple(
+          s + n * tf.cast(tf.convert_to_tensor(g), tf.float64)
+          if g is not None else s for s, g in zip(sums, grads))
+      return count + n, total + n * loss, sums
+
+    @tf.custom_gradient
+    def total_loss(*values):
+      del values  # Only there to connect the caller's tape to the variables.
+      init = (tf.constant(0., tf.float64), tf.constant(0., tf.float64),
+              tuple(tf.zeros(v.shape, tf.float64) for v in variables))
+      count, total, sums = self._dataset.reduce(init, reduce_fn)
+      count = tf.maximum(count, 1.)
+
+      def grad_fn(upstream, variables=None):
+        grads = [tf.cast(upstream * s / count, v.dtype)
+                 for s, v in zip(sums, self._variables)]
+        if variables is not None:
+          return grads, [None] * len(variables)
+        return grads
+      return total / count, grad_fn
+
+    return total_loss(*[v.read_value() for v in variables])
+
+
+def _check_dataset(dataset):
+  card = int(dataset.cardinality())
+  if card == tf.data.INFINITE_CARDINALITY:
+    raise ValueError(
+        "x is an infinite tf.data.Dataset (e.g. it ends in .repeat()); the "
+        "L-BFGS objective is a full pass over the data, so x must be finite. "
+        "Use .take(n) or drop .repeat().")
+  if card == 0:
+    raise ValueError("x is an empty tf.data.Dataset.")
+
+
+def _make_data(x, y, sample_weight, batch_size):
+  """Returns `(x, y, sw, dataset)`: tensors, or a finite batched dataset."""
+  if isinstance(x, tf.data.Dataset):
+    if y is not None or sample_weight is not None:
+      raise ValueError("When x is a tf.data.Dataset, y and sample_weight must "
+                       "be None (the dataset yields them); got y=%s, "
+                       "sample_weight=%s." % (type(y).__name__,
+                                              type(sample_weight).__name__))
+    if batch_size is not None:
+      raise ValueError("batch_size must be None when x is a dataset (it is "
+                       "already batched); got %r." % (batch_size,))
+    _check_dataset(x)
+    return None, None, None, x
+  if x is None:
+    raise ValueError("x is required: arrays/tensors, or a finite "
+                     "tf.data.Dataset.")
+  to_tensor = lambda a: None if a is None else tf.nest.map_structure(
+      tf.convert_to_tensor, a)
+  x, y, sw = to_tensor(x), to_tensor(y), to_tensor(sample_weight)
+  if batch_size is None:
+    return x, y, sw, None
+  if (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+      or batch_size < 1):
+    raise ValueError("batch_size must be None or an int >= 1; got %r." %
+                     (batch_size,))
+  parts = tuple(p for p in (x, y, sw) if p is not None)
+  if sw is not None and y is None:
+    raise ValueError("sample_weight needs y.")
+  dataset = tf.data.Dataset.from_tensor_slices(parts).batch(batch_size)
+  return None, None, None, dataset
+
+
+def _has_metrics(model, keras_module):
+  if _is_keras3(keras_module):
+    return getattr(model, "_compile_metrics", None) is not None
+  compiled = getattr(model, "compiled_metrics", None)
+  return bool(compiled is not None and (
+      getattr(compiled, "_user_metrics", None)
+      or getattr(compiled, "_user_weighted_metrics", None)))
+
+
+def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
+        validation_data=None, callbacks=None, verbose=1, method="lbfgs",
+        max_iterations=100, loss=None, jit_compile=False, **options):
+  """Trains `model` by minimizing its full-batch loss with L-BFGS.
+
+  Args:
+    model: A built or buildable Keras 3 or `tf_keras` `Model`.
+    x: Inputs (arrays, tensors, or a dict/list of them), or a finite
+      `tf.data.Dataset` of `(x, y)` or `(x, y, sample_weight)` batches.
+    y: Targets (None when `x` is a dataset).
+    batch_size: None (default) evaluates the objective on all samples at
+      once; an int splits it into batches whose gradients are accumulated
+      (for data that does not fit in one pass). The objective is the same.
+    sample_weight: Optional per-sample weights (None with a dataset).
+    validation_data: Optional `(x_val, y_val)` or `(x_val, y_val, sw)`
+      tuple or dataset; `val_` metrics are logged each iteration.
+    callbacks: List of Keras callbacks (of the model's Keras package). Each
+      iteration is one epoch. `model.stop_training = True` ends the run.
+    verbose: 0 silent, 1 progress bar over iterations, 2 one line per
+      iteration.
+    method: `'lbfgs'` (on-device `LbfgsOptimizerInterface`) or a
+      `scipy.optimize.minimize` method name (`ScipyOptimizerInterface`).
+    max_iterations: Maximum number of iterations (SciPy: `maxiter`).
+    loss: Optional Keras loss (name, `Loss` or `fn(y_true, y_pred)`)
+      replacing the compiled loss; `model.losses` are still added.
+    jit_compile: Compile the objective (and, for `'lbfgs'`, the solver)
+      with XLA. Only for in-memory data without `batch_size`.
+    **options: Method options: `lbfgs_minimize` options for `'lbfgs'`
+      (`tolerance`, `num_correction_pairs`, `dtype`, ...); for SciPy
+      methods, `options={...}` (merged with `maxiter`) and other
+      `scipy.optimize.minimize` keywords (`tol`).
+
+  Returns:
+    The `History` callback: `history.history['loss']` has one entry per
+    iteration. `history.result` is the optimizer's `OptimizeResult`.
+
+  Raises:
+    ValueError: An uncompiled model without `loss=`, an infinite or empty
+      dataset, a model without trainable variables, a bad argument.
+  """
+  K = _keras_module(model)
+  from tf_extopt.external_optimizer import ScipyOptimizerInterface  # pylint: disable=g-import-not-at-top
+  from tf_extopt.lbfgs_interface import LbfgsOptimizerInterface  # pylint: disable=g-import-not-at-top
+
+  if (isinstance(max_iterations, bool) or not isinstance(
+      max_iterations, (int, np.integer)) or max_iterations < 0):
+    raise ValueError("max_iterations must be an int >= 0; got %r." %
+                     (max_iterations,))
+  if verbose not in (0, 1, 2, "auto"):
+    raise ValueError("verbose must be 0, 1, 2 or 'auto'; got %r." %
+                     (verbose,))
+  verbose = 1 if verbose == "auto" else verbose
+  if not isinstance(method, str):
+    raise ValueError("method must be 'lbfgs' or a SciPy method name; got %r."
+                     % (method,))
+  if loss is not None:
+    batch_loss = _override_loss_fn(model, K, loss)
+  else:
+    batch_loss = _compiled_loss_fn(model, K)
+    if batch_loss is None:
+      raise ValueError(
+          "The model has no loss: compile it with a loss "
+          "(model.compile(loss=...)) or pass loss= to tf_extopt.keras.fit.")
+  x_t, y_t, sw_t, dataset = _make_data(x, y, sample_weight, batch_size)
+  if jit_compile and dataset is not None:
+    raise ValueError("jit_compile=True needs in-memory data without "
+                     "batch_size (tf.data cannot be XLA-compiled).")
+  if not model.trainable_variables and not model.built and x_t is not None:
+    model(x_t)  # Build it, as Keras' fit would.
+  if not model.trainable_variables:
+    raise ValueError("The model has no trainable variables (is it built, "
+                     "and are its layers trainable?); nothing to fit.")
+  variables = _packing.resolve_var_list(model, "model")
+  objective = _Objective(model, batch_loss, variables, x_t, y_t, sw_t,
+                         dataset)
+
+  options = dict(options)  # Never mutate the caller's dicts.
+  if method.lower() == "lbfgs":
+    if "max_iterations" in options or "iterations_per_call" in options:
+      raise ValueError("Pass max_iterations as fit's own argument; "
+                       "iterations_per_call is fixed to 1 (one epoch per "
+                       "iteration).")
+    opt = LbfgsOptimizerInterface(objective, model,
+                                  max_iterations=int(max_iterations),
+                                  iterations_per_call=1,
+                                  jit_compile=jit_compile, **options)
+
+    def current_loss(unused_x):
+      return float(opt._last_results.objective_value)  # pylint: disable=protected-access
+  else:
+    scipy_options = dict(options.pop("options", None) or {})
+    scipy_options.setdefault("maxiter", int(max_iterations))
+    opt = ScipyOptimizerInterface(objective, model, method=method,
+                                  options=scipy_options,
+                                  jit_compile=jit_compile, **options)
+    value_fn = opt._evaluator.value_fn()  # pylint: disable=protected-access
+
+    def current_loss(x):
+      # SciPy's callback gets only the point: one extra (compiled)
+      # evaluation per iteration gives the loss there.
+      return float(value_fn(tf.constant(x, tf.float64)))
+
+  callbacks = list(callbacks or [])
+  history = None
+  for cb in callbacks:
+    if isinstance(cb, K.callbacks.History):
+      history = cb
+  if history is None:
+    history = K.callbacks.History()
+    callbacks.append(history)
+  cb_list = K.callbacks.CallbackList(
+      callbacks, add_history=False, add_progbar=False, model=model,
+      verbose=verbose, epochs=int(max_iterations), steps=1)
+  with_metrics = _has_metrics(model, K)
+  progbar = (K.utils.Progbar(target=int(max_iterations), verbose=verbose,
+                             unit_name="iteration")
+             if verbose else None)
+  state = {"epoch": 0, "logs": {}}
+
+  def evaluate_logs(x_now):
+    logs = {"loss": current_loss(x_now)}
+    if with_metrics:
+      data = dataset if dataset is not None else x_t
+      kwargs = {} if dataset is not None else dict(y=y_t,
+                                                   sample_weight=sw_t)
+      values = model.evaluate(data, verbose=0, return_dict=True, **kwargs)
+      logs.update({k: float(v) for k, v in values.items() if k != "loss"})
+    if validation_data is not None:
+      if isinstance(validation_data, tf.data.Dataset):
+        values = model.evaluate(validation_data, verbose=0, return_dict=True)
+      else:
+        vx, vy, vsw = _unpack_batch(tuple(validation_data))
+        values = model.evaluate(vx, vy, sample_weight=vsw, verbose=0,
+                                return_dict=True)
+      logs.update({"val_" + k: float(v) for k, v in values.items()})
+    return logs
+
+  def step_callback(x_now):
+    logs = evaluate_logs(x_now)
+    epoch = state["epoch"]
+    cb_list.on_epoch_end(epoch, logs)
+    state["logs"] = logs
+    state["epoch"] = epoch + 1
+    if progbar is not None:
+      # Show the values at the iterate, not running averages.
+      progbar.stateful_metrics = set(logs)
+      progbar.update(epoch + 1, [(k, v) for k, v in logs.items()])
+    if getattr(model, "stop_training", False):
+      raise StopIteration
+    cb_list.on_epoch_begin(epoch + 1)
+
+  model.stop_training = False
+  cb_list.on_train_begin()
+  cb_list.on_epoch_begin(0)
+  if max_iterations:
+    result = opt.minimize(step_callback=step_callback)
+  else:
+    result = None
+  if progbar is not None and state["epoch"] < max_iterations:
+    # Ended early (converged or stopped): close the bar where it stands.
+    progbar.target = state["epoch"]
+    progbar.update(state["epoch"], finalize=True)
+  cb_list.on_train_end(state["logs"])
+  history.result = result
+  model.history = history
+  return history

@@ -1,0 +1,473 @@
+"""`LbfgsOptimizerInterface`: `lbfgs_minimize` over TF variables, on device.
+
+Same constructor and `minimize` as `ScipyOptimizerInterface`, but the whole
+optimization runs inside one compiled TensorFlow call (per chunk, see
+`iterations_per_call`): no host round trip per evaluation, so it runs on GPU
+and under `jit_compile=True`.
+
+Deliberate differences from `ScipyOptimizerInterface`:
+
+* `step_callback` and `loss_callback` run between compiled chunks of
+  `iterations_per_call` iterations (default: 1 when a callback is given, all
+  iterations in one call otherwise), not on every iteration/evaluation. The
+  solve resumes through `previous_optimizer_results`, keeping the L-BFGS
+  memory, so a chunked run follows the same path as one long run.
+  `step_callback` gets the packed float64 point reached at the end of the
+  chunk; `loss_callback` gets the `fetches` evaluated at that point.
+* `equalities`/`inequalities` raise `ValueError` (use
+  `ScipyOptimizerInterface`). `var_to_bounds` switches the solver to
+  `lbfgsb_minimize` (L-BFGS-B), with the same options except
+  `initial_inverse_hessian_estimate`.
+* The result's `nit`/`nfev` come from `lbfgs_minimize`'s counters, and
+  `lbfgs_results` holds the final `LBfgsOptimizerResults`.
+"""
+
+import inspect
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from tf_extopt.external_optimizer import ExternalOptimizerInterface
+from tf_extopt.lbfgs import lbfgs_minimize
+from tf_extopt.lbfgsb import lbfgsb_minimize
+from tf_extopt._results import LBfgsOptimizerResults
+
+__all__ = ["LbfgsOptimizerInterface"]
+
+_RESERVED = ("value_and_gradients_function", "initial_position",
+             "previous_optimizer_results", "name")
+_LBFGS_OPTIONS = tuple(
+    p for p in inspect.signature(lbfgs_minimize).parameters
+    if p not in _RESERVED)
+
+_STATUS_CONVERGED = 0
+_STATUS_MAX_ITERATIONS = 1
+_STATUS_FAILED = 2
+_STATUS_STOPPED = 99
+
+
+def _result(**fields):
+  import scipy.optimize  # pylint: disable=g-import-not-at-top
+  return scipy.optimize.OptimizeResult(**fields)
+
+
+def _variable_reads(graph, variables):
+  """Maps tensor names through which a graph reads `variables` to indices."""
+  reads = {}
+  handles = {}
+  for i, v in enumerate(variables):
+    handle = getattr(v, "handle", None)
+    if handle is not None and getattr(handle, "op", None) is not None and (
+        handle.op.type in ("VarHandleOp", "Placeholder")):
+      handles[handle.name] = i
+    else:
+      # A legacy reference variable: reads go through its `/read` snapshot
+      # (what `convert_to_tensor(variable)` returns) or the ref itself.
+      reads[v.value().name] = i
+      reads[v.op.outputs[0].name] = i
+  if handles:
+    for op in graph.get_operations():
+      if op.type == "ReadVariableOp" and op.inputs[0].name in handles:
+        reads[op.outputs[0].name] = handles[op.inputs[0].name]
+  return reads
+
+
+def _graph_loss_function(loss, variables):
+  """A pure function `[values per variable] -> loss` copying `loss`'s graph.
+
+  A graph-mode loss Tensor is computed once per `session.run`; a
+  `tf.while_loop` cannot re-evaluate it at new points. So the part of the
+  graph between the variables' reads and the loss is imported again (inside
+  the loop body) with the reads replaced by the given values; every input
+  that does not depend on the variables (placeholders, constants, data) is
+  captured from the original graph unchanged, so `feed_dict` still applies.
+  """
+  graph = loss.graph
+  reads = _variable_reads(graph, variables)
+  # Ops on a path from a variable read to the loss, in topological order.
+  dependent = {}
+  order = []
+
+  def visit(op):
+    if op.name in dependent:
+      return dependent[op.name]
+    dependent[op.name] = False  # Guards against cycles (none in a DAG).
+    dep = False
+    for t in op.inputs:
+      if t.name in reads:
+        dep = True
+      elif visit(t.op):
+        dep = True
+    dependent[op.name] = dep
+    if dep:
+      order.append(op)
+    return dep
+
+  if not visit(loss.op):
+    raise ValueError("loss does not depend on any variable in var_list.")
+  graph_def = tf.compat.v1.GraphDef()
+  external = {}
+  for op in order:
+    node = graph_def.node.add()
+    node.CopyFrom(op.node_def)
+    # Control inputs would point at ops that are not copied; the data inputs
+    # carry every dependency the loss value has.
+    kept = [s for s in node.input if not s.startswith("^")]
+    del node.input[:]
+    node.input.extend(kept)
+    for t in op.inputs:
+      if t.name not in reads and not dependent.get(t.op.name, False):
+        external[t.name] = t
+  dependent_names = {op.name for op in order}
+  if loss.op.name not in dependent_names:
+    raise ValueError("loss does not depend on any variable in var_list.")
+
+  def function(values):
+    input_map = {name: values[i] for name, i in reads.items()}
+    for name, t in external.items():
+      # Captures the outer tensor into the current (loop body) graph.
+      input_map[name] = tf.identity(t)
+    # Only map tensors that the copied ops actually consume.
+    consumed = set()
+    for op in order:
+      consumed.update(t.name for t in op.inputs)
+    input_map = {k: v for k, v in input_map.items() if k in consumed}
+    (out,) = tf.compat.v1.import_graph_def(
+        graph_def, input_map=input_map, return_elements=[loss.name],
+        name="lbfgs_loss")
+    return out
+
+  return function
+
+
+class LbfgsOptimizerInterface(ExternalOptimizerInterface):
+  """Minimizes a TF loss with `lbfgs_minimize`, entirely on the device.
+
+  Example (TF2 / Keras):
+
+  ```python
+  opt = LbfgsOptimizerInterface(lambda: loss_fn(model(x), y), model,
+                                max_iterations=200, jit_compile=True)
+  result = opt.minimize()   # the model's variables now hold the optimum
+  ```
+
+  Example (TF1 graph):
+
+  ```python
+  loss = tf.reduce_sum(tf.square(vector - target))
+  opt = LbfgsOptimizerInterface(loss, max_iterations=100)
+  with tf.compat.v1.Session() as session:
+    session.run(tf.compat.v1.global_variables_initializer())
+    opt.minimize(session)   # one session.run per chunk
+  ```
+
+  Keyword options: any `lbfgs_minimize` option (`num_correction_pairs`,
+  `tolerance`, `x_tolerance`, `f_relative_tolerance`, `f_absolute_tolerance`,
+  `max_iterations` (default 50), `max_line_search_iterations`,
+  `initial_inverse_hessian_estimate`, `parallel_iterations`,
+  `stopping_condition`), plus:
+
+  * `iterations_per_call`: iterations per compiled call (chunk). Default:
+    1 when `minimize` gets a callback, all iterations otherwise.
+  * `dtype`: the dtype L-BFGS works in. Default: the variables' dtype
+    (float64 if they mix dtypes); pass `tf.float64` to solve a float32
+    model in float64. Variables keep their own dtype.
+  """
+
+  def __init__(self, loss, var_list=None, equalities=None, inequalities=None,
+               var_to_bounds=None, *, jit_compile=False, **optimizer_kwargs):
+    """See `ExternalOptimizerInterface.__init__`.
+
+    Raises:
+      ValueError: `equalities`/`inequalities` given (use
+        `ScipyOptimizerInterface`), an unknown option, a bad
+        `iterations_per_call` or `dtype`.
+    """
+    for name, value in (("equalities", equalities),
+                        ("inequalities", inequalities)):
+      if value:
+        raise ValueError(
+            "LbfgsOptimizerInterface does not take %s (L-BFGS is "
+            "unconstrained); use ScipyOptimizerInterface with method='SLSQP' "
+            "or 'trust-constr' for constrained problems." % name)
+    unknown = sorted(set(optimizer_kwargs) - set(_LBFGS_OPTIONS)
+                     - {"iterations_per_call", "dtype"})
+    if unknown:
+      raise ValueError(
+          "LbfgsOptimizerInterface got unknown option(s) %s; expected "
+          "lbfgs_minimize options (%s), iterations_per_call or dtype." %
+          (", ".join(unknown), ", ".join(_LBFGS_OPTIONS)))
+    ipc = optimizer_kwargs.get("iterations_per_call")
+    if ipc is not None and (isinstance(ipc, bool) or not isinstance(
+        ipc, (int, np.integer)) or ipc < 1):
+      raise ValueError("iterations_per_call must be None or an int >= 1; "
+                       "got %r." % (ipc,))
+    super().__init__(loss, var_list, None, None, var_to_bounds,
+                     jit_compile=jit_compile, **optimizer_kwargs)
+    if (self._packed_bounds_arrays is not None
+        and "initial_inverse_hessian_estimate" in optimizer_kwargs):
+      raise ValueError(
+          "initial_inverse_hessian_estimate cannot be combined with "
+          "var_to_bounds: the bounded solver lbfgsb_minimize does not take "
+          "it.")
+    dtype = optimizer_kwargs.get("dtype")
+    if dtype is None:
+      dtypes = set(self._packer.dtypes)
+      dtype = dtypes.pop() if len(dtypes) == 1 else tf.float64
+      if dtype not in (tf.float32, tf.float64):
+        dtype = tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+    else:
+      try:
+        dtype = tf.as_dtype(dtype)
+      except TypeError:
+        dtype = None
+      if dtype not in (tf.float32, tf.float64):
+        raise ValueError("dtype must be None, tf.float32 or tf.float64; got "
+                         "%r." % (optimizer_kwargs.get("dtype"),))
+    self._dtype = dtype
+    self._jit = jit_compile
+    self._options = {k: v for k, v in optimizer_kwargs.items()
+                     if k in _LBFGS_OPTIONS}
+    self._max_iterations = self._options.pop("max_iterations", 50)
+    if (isinstance(self._max_iterations, bool)
+        or not isinstance(self._max_iterations, (int, np.integer))
+        or self._max_iterations < 0):
+      raise ValueError("max_iterations must be an int >= 0; got %r." %
+                       (self._max_iterations,))
+    self._num_pairs = self._options.get("num_correction_pairs", 10)
+    self._compiled = None
+    self._graph_ops = None
+    if self._evaluator.mode == "graph":
+      self._build_graph_ops(loss)
+
+  @property
+  def dtype(self):
+    """The dtype L-BFGS works in."""
+    return self._dtype
+
+  # --- The objective ----------------------------------------------------------
+
+  def _objective_eager(self, x):
+    loss, grad = self._evaluator.value_and_gradient_tf(
+        tf.cast(x, tf.float64))
+    return tf.cast(loss, self._dtype), tf.cast(grad, self._dtype)
+
+  def _solve(self, objective, x0, previous, max_iterations):
+    if self._packed_bounds_arrays is not None:
+      # Bounds known: L-BFGS-B (projected, same driver and results).
+      lower, upper = (tf.constant(b, self._dtype)
+                      for b in self._packed_bounds_arrays)
+      return lbfgsb_minimize(objective, x0, lower_bounds=lower,
+                             upper_bounds=upper,
+                             previous_optimizer_results=previous,
+                             max_iterations=max_iterations, **self._options)
+    if previous is not None:
+      return lbfgs_minimize(objective, None,
+                            previous_optimizer_results=previous,
+                            max_iterations=max_iterations, **self._options)
+    return lbfgs_minimize(objective, x0, max_iterations=max_iterations,
+                          **self._options)
+
+  # --- Eager mode ---------------------------------------------------------------
+
+  def _eager_functions(self):
+    if self._compiled is None:
+      n, m, dtype = self._packer.size, self._num_pairs, self._dtype
+      scalar_i = tf.TensorSpec([], tf.int32)
+      prev_spec = LBfgsOptimizerResults(
+          converged=tf.TensorSpec([], tf.bool),
+          failed=tf.TensorSpec([], tf.bool),
+          num_iterations=scalar_i, num_objective_evaluations=scalar_i,
+          position=tf.TensorSpec([n], dtype),
+          objective_value=tf.TensorSpec([], dtype),
+          objective_gradient=tf.TensorSpec([n], dtype),
+          position_deltas=tf.TensorSpec([m, n], dtype),
+          gradient_deltas=tf.TensorSpec([m, n], dtype))
+
+      def start(x0, max_iterations):
+        return self._solve(self._objective_eager, x0, None, max_iterations)
+
+      def resume(previous, max_iterations):
+        return self._solve(self._objective_eager, None, previous,
+                           max_iterations)
+
+      # Concrete functions: traced once per instance, never retraced.
+      self._compiled = (
+          tf.function(start, jit_compile=self._jit, autograph=False,
+                      input_signature=[tf.TensorSpec([n], dtype), scalar_i]
+                      ).get_concrete_function(),
+          tf.function(resume, jit_compile=self._jit, autograph=False,
+                      input_signature=[prev_spec, scalar_i]
+                      ).get_concrete_function())
+    return self._compiled
+
+  # --- Graph mode ---------------------------------------------------------------
+
+  def _build_graph_ops(self, loss):
+    packer = self._packer
+    dtype, n, m = self._dtype, packer.size, self._num_pairs
+    loss_of_values = _graph_loss_function(loss, packer.variables)
+
+    # A function of its own: `tf.gradients` through the imported ops, traced
+    # straight into the loop body, loses the loop state's static shapes.
+    @tf.function(autograph=False)
+    def objective(x):
+      values = packer.unpack(tf.cast(x, tf.float64))
+      value = loss_of_values(values)
+      grads = tf.gradients(value, values)
+      return (tf.cast(tf.reshape(value, []), dtype),
+              tf.cast(packer.pack_tensors(grads), dtype))
+
+    with loss.graph.as_default(), tf.name_scope("lbfgs_interface"):
+      ph = tf.compat.v1.placeholder
+      x0 = ph(dtype, [n], name="x0")
+      max_it = ph(tf.int32, [], name="max_iterations")
+      prev = LBfgsOptimizerResults(
+          converged=ph(tf.bool, []), failed=ph(tf.bool, []),
+          num_iterations=ph(tf.int32, []),
+          num_objective_evaluations=ph(tf.int32, []),
+          position=ph(dtype, [n]), objective_value=ph(dtype, []),
+          objective_gradient=ph(dtype, [n]),
+          position_deltas=ph(dtype, [m, n]),
+          gradient_deltas=ph(dtype, [m, n]))
+      start = self._solve(objective, x0, None, max_it)
+      resume = self._solve(objective, None, prev, max_it)
+    self._graph_ops = (x0, prev, max_it, start, resume)
+
+  # --- minimize -------------------------------------------------------------------
+
+  def minimize(self, session=None, feed_dict=None, fetches=None,
+               step_callback=None, loss_callback=None, **run_kwargs):
+    """Minimizes the loss on the device and assigns the optimum.
+
+    Args: as `ExternalOptimizerInterface.minimize`, except that
+      `step_callback(x)` and `loss_callback(*fetched)` are called once per
+      chunk of `iterations_per_call` iterations, at the chunk's end point.
+      Raising `StopIteration` in either ends the run at that point.
+
+    Returns:
+      A `scipy.optimize.OptimizeResult` with `x` (packed float64 point now
+      held by the variables), `fun`, `success` (converged), `status` (0
+      converged, 1 max_iterations reached, 2 failed, 99 stopped by a
+      callback), `message`, `nit`, `nfev` and `lbfgs_results` (the final
+      `LBfgsOptimizerResults`, as NumPy values).
+
+    Raises:
+      ValueError: as `ExternalOptimizerInterface.minimize`.
+      Any exception raised while running (including `KeyboardInterrupt`)
+      propagates after the last completed chunk's point (or the initial
+      point) has been assigned to the variables.
+    """
+    run = self._evaluator.bind(session, feed_dict, fetches, run_kwargs)
+    for name, cb in (("step_callback", step_callback),
+                     ("loss_callback", loss_callback)):
+      if cb is not None and not callable(cb):
+        raise ValueError("%s must be callable; got %s." %
+                         (name, type(cb).__name__))
+    graph = self._evaluator.mode == "graph"
+    if graph:
+      session = session or tf.compat.v1.get_default_session()
+      feed = dict(feed_dict) if feed_dict else {}
+      x0_ph, prev_ph, max_it_ph, start_op, resume_op = self._graph_ops
+
+      def start(x0, max_iterations):
+        return session.run(start_op, feed_dict={**feed, x0_ph: x0,
+                                                max_it_ph: max_iterations},
+                           **run_kwargs)
+
+      def resume(previous, max_iterations):
+        fd = dict(feed)
+        fd.update(zip(prev_ph, previous))
+        fd[max_it_ph] = max_iterations
+        return session.run(resume_op, feed_dict=fd, **run_kwargs)
+    else:
+      start_fn, resume_fn = self._eager_functions()
+
+      def start(x0, max_iterations):
+        return start_fn(tf.constant(x0, self._dtype),
+                        tf.constant(max_iterations, tf.int32))
+
+      def resume(previous, max_iterations):
+        return resume_fn(previous, tf.constant(max_iterations, tf.int32))
+
+    callbacks = step_callback is not None or loss_callback is not None
+    chunk = self.optimizer_kwargs.get("iterations_per_call")
+    if chunk is None:
+      chunk = 1 if callbacks else max(self._max_iterations, 1)
+    total = self._max_iterations
+    initial = np.asarray(run.read(), dtype=np.float64)
+    x_best = initial
+    fetch_fn = None
+    if loss_callback is not None and fetches and not graph:
+      fetch_fn = self._evaluator.value_fn(list(fetches))
+    results = None
+    self._last_results = None
+    stopped = False
+    try:
+      done = 0
+      while True:
+        target = min(done + chunk, total)
+        if results is None:
+          results = start(initial.astype(self._dtype.as_numpy_dtype), target)
+        else:
+          results = resume(results, target)
+        numpy_results = LBfgsOptimizerResults(
+            *[np.asarray(getattr(t, "numpy", lambda t=t: t)())
+              for t in results])
+        x_best = numpy_results.position.astype(np.float64)
+        # For subclasses and `tf_extopt.keras.fit`: the state the callbacks
+        # are about to see.
+        self._last_results = numpy_results
+        previous_done, done = done, int(numpy_results.num_iterations)
+        finished = (bool(numpy_results.converged)
+                    or bool(numpy_results.failed) or done >= total
+                    # No progress possible in this chunk: stop too.
+                    or target > done)
+        # Callbacks run once per chunk that made progress.
+        if callbacks and done > previous_done:
+          run.assign(x_best)
+          try:
+            if step_callback is not None:
+              step_callback(x_best.copy())
+            if loss_callback is not None:
+              if graph:
+                fetched = session.run(list(fetches or []),
+                                      feed_dict=feed or None, **run_kwargs)
+              elif fetch_fn is not None:
+                _, fetched = fetch_fn(tf.constant(x_best))
+                fetched = [f.numpy() for f in fetched]
+              else:
+                fetched = []
+              loss_callback(*fetched)
+          except StopIteration:
+            stopped = True
+        if stopped or finished:
+          break
+    except BaseException:
+      # Never leave the variables at the last trial point of a cut run.
+      run.assign(x_best)
+      raise
+    run.assign(x_best)
+    r = numpy_results
+    fun = float(r.objective_value)
+    if stopped:
+      status, message = _STATUS_STOPPED, (
+          "`step_callback` or `loss_callback` raised StopIteration.")
+    elif bool(r.converged):
+      status, message = _STATUS_CONVERGED, "Converged."
+    elif bool(r.failed):
+      status, message = _STATUS_FAILED, (
+          "Failed: the start point is not finite, or no decrease was found "
+          "even along steepest descent." if math.isfinite(fun) else
+          "Failed: the loss or gradient is not finite at the start point.")
+    else:
+      status, message = _STATUS_MAX_ITERATIONS, (
+          "Stopped after max_iterations=%d iterations." % total)
+    result = _result(
+        x=x_best, fun=fun, jac=r.objective_gradient.astype(np.float64),
+        success=bool(r.converged) and not stopped, status=status,
+        message=message, nit=int(r.num_iterations),
+        nfev=int(r.num_objective_evaluations), lbfgs_results=r)
+    self._log(result)
+    return result
