@@ -16,7 +16,9 @@ initial weights in the same process:
 `ftol=gtol=0` stops every driver only at `maxiter`, so they do (nearly) the
 same evaluations; ms/eval divides wall time by each run's own evaluation
 count. Each driver is warmed up first (tracing), then timed `--repeats`
-times in interleaved order; the median is reported.
+times in interleaved, rotated order. ms/eval is the median over runs; the
+ratio is the median over rounds of each driver's ms/eval over the floor's in
+the same round (paired, so load drifting on a shared machine cancels).
 
 Both problems run twice: as plain `tf.function`s, then with XLA
 (`jit_compile=True` for the floor and ours, `tf_fun_args` for gpflow); each
@@ -124,9 +126,10 @@ def make_ours(loss_fn, model, options, jit_compile=False):
 def bench(samples, width, maxiter, repeats, jit_compile):
   """Returns the parameter count and rows.
 
-  Each row is (driver, evals, wall ms/eval, wall ratio to the floor, CPU
-  ms/eval, CPU ratio). CPU time (this process, all threads) is less
-  sensitive than wall time to other jobs on a shared machine.
+  Each row is (driver, evals, median ms/eval, ratio to the floor). The
+  ratio is the median over rounds of the driver's ms/eval divided by the
+  floor's in the same round: on a machine shared with other jobs the load
+  drifts, and adjacent runs see nearly the same load.
   """
   model, loss_fn, tf_vars, initial = make_problem(samples, width)
   options = {"maxiter": maxiter, "ftol": 0.0, "gtol": 0.0}
@@ -145,34 +148,32 @@ def bench(samples, width, maxiter, repeats, jit_compile):
     reset()
     run({"maxiter": 3})
   times = {name: [] for name in drivers}
-  cpu_times = {name: [] for name in drivers}
   evals = {name: [] for name in drivers}
-  for _ in range(repeats):
-    for name, run in drivers.items():  # Interleaved, so load drifts hit all.
+  names = list(drivers)
+  for r in range(repeats):
+    # Interleaved, and rotated so no driver always runs right after another.
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      run = drivers[name]
       reset()
-      start, cpu_start = time.perf_counter(), time.process_time()
+      start = time.perf_counter()
       nfev = run(options)
       elapsed = time.perf_counter() - start
-      cpu = time.process_time() - cpu_start
       times[name].append(elapsed / nfev)
-      cpu_times[name].append(cpu / nfev)
       evals[name].append(nfev)
   n_params = sum(int(np.prod(v.shape)) for v in tf_vars)
-  floor = statistics.median(times["floor"])
-  cpu_floor = statistics.median(cpu_times["floor"])
   rows = []
   for name in drivers:
-    ms = statistics.median(times[name])
-    cpu_ms = statistics.median(cpu_times[name])
-    rows.append((name, int(statistics.median(evals[name])), ms * 1e3,
-                 ms / floor, cpu_ms * 1e3, cpu_ms / cpu_floor))
+    ratios = [t / f for t, f in zip(times[name], times["floor"])]
+    rows.append((name, int(statistics.median(evals[name])),
+                 statistics.median(times[name]) * 1e3,
+                 statistics.median(ratios)))
   return n_params, rows
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--maxiter", type=int, default=50)
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=15)
   parser.add_argument(
       "--threads", type=int, default=0,
       help="TF intra/inter-op threads (0: TF's default). 1 steadies the "
@@ -181,7 +182,7 @@ def main():
   if args.threads:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-  print("L-BFGS-B, %d iterations (ftol=gtol=0), median of %d runs; "
+  print("L-BFGS-B, %d iterations (ftol=gtol=0), %d interleaved rounds; "
         "TF %s, Keras %s, SciPy %s%s; TF threads: %s; load average at "
         "start %.2f\n" %
         (args.maxiter, args.repeats, tf.__version__, keras.__version__,
@@ -189,16 +190,16 @@ def main():
          ", gpflow %s" % gpflow.__version__ if gpflow else ", no gpflow",
          args.threads or "default", os.getloadavg()[0]))
   print("| problem (samples x width, params) | XLA | driver | evals "
-        "| ms/eval | x floor | CPU ms/eval | CPU x floor |")
-  print("|---|---|---|---:|---:|---:|---:|---:|")
+        "| ms/eval | x floor |")
+  print("|---|---|---|---:|---:|---:|")
   for jit_compile in (False, True):
     for samples, width in ((4096, 64), (256, 16)):
       n_params, rows = bench(samples, width, args.maxiter, args.repeats,
                              jit_compile)
-      for name, nfev, ms, ratio, cpu_ms, cpu_ratio in rows:
-        print("| %d x %d (%d) | %s | %s | %d | %.3f | %.2f | %.3f | %.2f |" %
+      for name, nfev, ms, ratio in rows:
+        print("| %d x %d (%d) | %s | %s | %d | %.3f | %.2f |" %
               (samples, width, n_params, "yes" if jit_compile else "no",
-               name, nfev, ms, ratio, cpu_ms, cpu_ratio), flush=True)
+               name, nfev, ms, ratio), flush=True)
 
 
 if __name__ == "__main__":
