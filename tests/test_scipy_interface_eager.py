@@ -489,3 +489,20 @@ def test_custom_callable_method_and_lowercase_name():
   x.assign([3., -1.])
   ScipyOptimizerInterface(loss, [x], method="l-bfgs-b").minimize()
   np.testing.assert_allclose(x.numpy(), [1., 1.], atol=1e-6)
+
+
+def test_subclass_returning_wrong_shape_raises_and_restores_best_point():
+
+  class BadShape(ExternalOptimizerInterface):
+
+    def _minimize(self, initial_val, loss_grad_func, **unused_kwargs):
+      loss_grad_func(initial_val)
+      loss_grad_func(initial_val + 1.)  # Worse, and moves the variables.
+      return np.zeros(initial_val.size + 1)
+
+  x = tf.Variable([3., 4.])
+  optimizer = BadShape(lambda: tf.reduce_sum(tf.square(x)), [x])
+  with pytest.raises(ValueError, match=r"returned a point of shape \(3,\); "
+                     r"expected \(2,\)"):
+    optimizer.minimize()
+  np.testing.assert_array_equal(x.numpy(), [3., 4.])

@@ -311,18 +311,20 @@ class ExternalOptimizerInterface:
         optimizer_kwargs=self._copy_optimizer_kwargs(), loss_func=loss_func)
 
     try:
-      raw = self._call_minimize(kwargs)
-    except _EarlyStop:
-      result = _result(
-          x=best.x, fun=best.f, success=False, status=99,
-          message="`step_callback` or `loss_callback` raised StopIteration.",
-          nfev=counts["nfev"], nit=counts["nit"])
+      try:
+        raw = self._call_minimize(kwargs)
+      except _EarlyStop:
+        result = _result(
+            x=best.x, fun=best.f, success=False, status=99,
+            message="`step_callback` or `loss_callback` raised StopIteration.",
+            nfev=counts["nfev"], nit=counts["nit"])
+      else:
+        result = self._finalize(raw, best, counts)
     except BaseException:
-      # Never leave the variables at a failing (possibly NaN) point.
+      # Never leave the variables at a failing (possibly NaN) point, even if
+      # a subclass returned something unusable.
       run.assign(best.x)
       raise
-    else:
-      result = self._finalize(raw, best, counts)
     run.assign(result.x)
     self._log(result)
     return result
