@@ -69,16 +69,29 @@ def _compiled_loss_fn(model, keras_module):
 def _override_loss_fn(model, keras_module, loss):
   """`(x, y, y_pred, sw) -> loss + model.losses` from a `loss=` argument."""
   loss_obj = keras_module.losses.get(loss) if isinstance(loss, str) else loss
-  if not isinstance(loss_obj, keras_module.losses.Loss):
-    if not callable(loss_obj):
-      raise ValueError("loss must be a Keras loss name, a Loss instance or a "
-                       "callable (y_true, y_pred); got %r." % (loss,))
-    loss_obj = keras_module.losses.LossFunctionWrapper(loss_obj)
+  if loss_obj is None or not callable(loss_obj):
+    raise ValueError("loss must be a Keras loss name, a Loss instance or a "
+                     "callable (y_true, y_pred); got %r." % (loss,))
+  is_loss_class = isinstance(loss_obj, keras_module.losses.Loss)
 
   def fn(x, y, y_pred, sw):
     del x
-    value = tf.cast(loss_obj(y, y_pred, sample_weight=sw), tf.float32)
-    extra = [tf.cast(l, tf.float32) for l in model.losses]
+    if is_loss_class:
+      value = loss_obj(y, y_pred, sample_weight=sw)
+    else:
+      # A plain function returns per-sample values: weight them and average
+      # over the batch, as Keras' default 'sum_over_batch_size' does.
+      values = tf.convert_to_tensor(loss_obj(y, y_pred))
+      if sw is not None:
+        sw = tf.cast(sw, values.dtype)
+        while sw.shape.rank > values.shape.rank and sw.shape[-1] == 1:
+          sw = tf.squeeze(sw, -1)
+        while sw.shape.rank < values.shape.rank:
+          sw = sw[..., None]
+        values = values * sw
+      value = tf.reduce_mean(values)
+    value = tf.convert_to_tensor(value)
+    extra = [tf.cast(l, value.dtype) for l in model.losses]
     return value + tf.add_n(extra) if extra else value
   return fn
 

@@ -285,22 +285,69 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
           position_deltas=tf.TensorSpec([m, n], dtype),
           gradient_deltas=tf.TensorSpec([m, n], dtype))
 
-      def start(x0, max_iterations):
-        return self._solve(self._objective_eager, x0, None, max_iterations)
-
       def resume(previous, max_iterations):
         return self._solve(self._objective_eager, None, previous,
                            max_iterations)
 
-      # Concrete functions: traced once per instance, never retraced.
-      self._compiled = (
-          tf.function(start, jit_compile=self._jit, autograph=False,
-                      input_signature=[tf.TensorSpec([n], dtype), scalar_i]
-                      ).get_concrete_function(),
-          tf.function(resume, jit_compile=self._jit, autograph=False,
-                      input_signature=[prev_spec, scalar_i]
-                      ).get_concrete_function())
+      # One concrete function, traced once per instance and never retraced:
+      # every run, from its first iteration, is a resumed run (see
+      # `_start_results`), which halves the tracing cost.
+      self._compiled = tf.function(
+          resume, jit_compile=self._jit, autograph=False,
+          input_signature=[prev_spec, scalar_i]).get_concrete_function()
     return self._compiled
+
+  def _start_results(self, x0):
+    """The results of a 0-iteration run from `x0`, to resume from.
+
+    The loss and gradient at `x0` come from the evaluator's compiled function
+    (same computation, same `jit_compile` as inside the solve); the cheap
+    bookkeeping of a 0-iteration `lbfgs_minimize` then runs eagerly, so it is
+    exactly the state a single compiled run would start from.
+    """
+    if self._packed_bounds_arrays is not None:
+      # `lbfgsb_minimize` starts from the projection of `x0` on the box; the
+      # loss and gradient must be those at that point.
+      x0 = np.clip(x0, *self._packed_bounds_arrays).astype(x0.dtype)
+    out = self._evaluator.value_and_grad_fn()(tf.constant(x0, tf.float64))
+    f0 = tf.cast(out[0], self._dtype)
+    g0 = tf.cast(out[1:], self._dtype)
+    x0 = tf.constant(x0, self._dtype)
+    return self._solve(lambda unused_x: (f0, g0), x0, None, 0)
+
+  def _numpy_start_results(self, x0, run):
+    """Graph mode: the results of a 0-iteration run from `x0`, in NumPy.
+
+    Mirrors `_driver.initial_state`: converged at a value of -inf or when the
+    (projected) gradient's sup-norm is within `tolerance`; failed when the
+    start is not finite. The loss and gradient come from one `session.run`
+    of the evaluator's ops.
+    """
+    np_dtype = self._dtype.as_numpy_dtype
+    x0 = np.asarray(x0, np.float64)
+    if self._packed_bounds_arrays is not None:
+      x0 = np.clip(x0, *self._packed_bounds_arrays)
+    out, _ = run.value_and_grad(x0)
+    x0 = x0.astype(np_dtype)
+    f, g = np.asarray(out[0], np_dtype), np.asarray(out[1:], np_dtype)
+    finite = bool(np.isfinite(f) and np.isfinite(g).all())
+    if self._packed_bounds_arrays is not None:
+      lower, upper = self._packed_bounds_arrays
+      stationarity = np.abs(np.clip(x0 - g, lower, upper) - x0).max(
+          initial=0.)
+    else:
+      stationarity = np.abs(g).max(initial=0.)
+    tolerance = float(self._options.get("tolerance", 1e-8))
+    converged = bool(f == -np.inf) or (finite and stationarity <= tolerance)
+    m, n = self._num_pairs, self._packer.size
+    return LBfgsOptimizerResults(
+        converged=np.array(converged), failed=np.array(
+            not converged and not finite),
+        num_iterations=np.array(0, np.int32),
+        num_objective_evaluations=np.array(1, np.int32),
+        position=x0, objective_value=f, objective_gradient=g,
+        position_deltas=np.zeros([m, n], np_dtype),
+        gradient_deltas=np.zeros([m, n], np_dtype))
 
   # --- Graph mode ---------------------------------------------------------------
 
@@ -321,7 +368,6 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
 
     with loss.graph.as_default(), tf.name_scope("lbfgs_interface"):
       ph = tf.compat.v1.placeholder
-      x0 = ph(dtype, [n], name="x0")
       max_it = ph(tf.int32, [], name="max_iterations")
       prev = LBfgsOptimizerResults(
           converged=ph(tf.bool, []), failed=ph(tf.bool, []),
@@ -331,9 +377,10 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
           objective_gradient=ph(dtype, [n]),
           position_deltas=ph(dtype, [m, n]),
           gradient_deltas=ph(dtype, [m, n]))
-      start = self._solve(objective, x0, None, max_it)
+      # Only the resumed solve is built: a run starts by resuming from the
+      # 0-iteration results (`_numpy_start_results`), which halves the graph.
       resume = self._solve(objective, None, prev, max_it)
-    self._graph_ops = (x0, prev, max_it, start, resume)
+    self._graph_ops = (prev, max_it, resume)
 
   # --- minimize -------------------------------------------------------------------
 
@@ -369,12 +416,10 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     if graph:
       session = session or tf.compat.v1.get_default_session()
       feed = dict(feed_dict) if feed_dict else {}
-      x0_ph, prev_ph, max_it_ph, start_op, resume_op = self._graph_ops
+      prev_ph, max_it_ph, resume_op = self._graph_ops
 
       def start(x0, max_iterations):
-        return session.run(start_op, feed_dict={**feed, x0_ph: x0,
-                                                max_it_ph: max_iterations},
-                           **run_kwargs)
+        return resume(self._numpy_start_results(x0, run), max_iterations)
 
       def resume(previous, max_iterations):
         fd = dict(feed)
@@ -382,14 +427,13 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
         fd[max_it_ph] = max_iterations
         return session.run(resume_op, feed_dict=fd, **run_kwargs)
     else:
-      start_fn, resume_fn = self._eager_functions()
-
-      def start(x0, max_iterations):
-        return start_fn(tf.constant(x0, self._dtype),
-                        tf.constant(max_iterations, tf.int32))
+      resume_fn = self._eager_functions()
 
       def resume(previous, max_iterations):
         return resume_fn(previous, tf.constant(max_iterations, tf.int32))
+
+      def start(x0, max_iterations):
+        return resume(self._start_results(x0), max_iterations)
 
     callbacks = step_callback is not None or loss_callback is not None
     chunk = self.optimizer_kwargs.get("iterations_per_call")

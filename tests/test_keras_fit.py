@@ -1,0 +1,400 @@
+"""tf_extopt.keras.fit on Keras 3 and tf_keras models, both methods.
+
+References: the same objective minimized through `LbfgsOptimizerInterface` /
+`ScipyOptimizerInterface` directly, losses recomputed at the final weights,
+and `model.evaluate`.
+"""
+
+import csv
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+import tf_extopt
+from tf_extopt import keras as tfk_fit
+from tf_extopt.keras import _Objective
+from tf_extopt.keras import _compiled_loss_fn
+
+tf_keras = pytest.importorskip("tf_keras")
+
+_N = 48
+_HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+
+
+@pytest.fixture(scope="module")
+def data():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(_N, 2)).astype(np.float32)
+  y = (np.sin(2 * x[:, :1]) + 0.5 * x[:, 1:] ** 2
+       + 0.05 * rng.normal(size=(_N, 1))).astype(np.float32)
+  sw = rng.uniform(0.5, 2.0, size=(_N,)).astype(np.float32)
+  return x, y, sw
+
+
+def _keras3_model(regularizer=None, metrics=None, compile_loss="mse",
+                  seed=3):
+  keras.utils.set_random_seed(seed)
+  model = keras.Sequential([
+      keras.Input((2,)),
+      keras.layers.Dense(6, activation="tanh",
+                         kernel_regularizer=regularizer),
+      keras.layers.Dense(1),
+  ])
+  if compile_loss is not None:
+    model.compile(optimizer="adam", loss=compile_loss, metrics=metrics)
+  return model
+
+
+def _tf_keras_model(seed=3):
+  tf_keras.utils.set_random_seed(seed)
+  model = tf_keras.Sequential([
+      tf_keras.layers.Dense(6, activation="tanh", input_shape=(2,),
+                            kernel_regularizer=tf_keras.regularizers.L2(1e-3)),
+      tf_keras.layers.Dense(1),
+  ])
+  model.compile(optimizer="adam", loss="mse")
+  return model
+
+
+def _mse_plus_losses(model, x, y):
+  loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
+  return float(loss + tf.add_n(model.losses) if model.losses else loss)
+
+
+def _weights(model):
+  return [w.copy() for w in model.get_weights()]
+
+
+def _assert_weights_close(a, b, atol):
+  for wa, wb in zip(a, b):
+    np.testing.assert_allclose(wa, wb, atol=atol)
+
+
+# --- Both methods, both Keras packages ------------------------------------------
+
+
+def test_keras3_lbfgs_follows_the_interface(data):
+  x, y, _ = data
+  model = _keras3_model()
+  initial = _weights(model)
+  history = tf_extopt.keras.fit(model, x, y, max_iterations=8, verbose=0,
+                                tolerance=0.)
+  assert isinstance(history, keras.callbacks.History)
+  assert model.history is history
+  result = history.result
+  assert result.nit == 8
+  assert len(history.history["loss"]) == 8 == len(history.epoch)
+  fitted = _weights(model)
+  assert history.history["loss"][-1] == pytest.approx(
+      _mse_plus_losses(model, x, y), rel=1e-5)
+  # Reference: the interface on the same objective, from the same weights.
+  model.set_weights(initial)
+  opt = tf_extopt.LbfgsOptimizerInterface(
+      lambda: tf.reduce_mean(tf.square(model(x, training=True) - y)),
+      model, max_iterations=8, tolerance=0.)
+  reference = opt.minimize()
+  _assert_weights_close(fitted, _weights(model), atol=1e-5)
+  assert result.fun == pytest.approx(reference.fun, rel=1e-5)
+  losses = history.history["loss"]
+  assert all(b <= a for a, b in zip(losses, losses[1:]))
+
+
+def test_keras3_scipy_method_follows_the_interface(data):
+  x, y, _ = data
+  model = _keras3_model(regularizer=keras.regularizers.L2(1e-3))
+  initial = _weights(model)
+  callbacks = []
+  history = tf_extopt.keras.fit(model, x, y, method="L-BFGS-B",
+                                max_iterations=6, verbose=0,
+                                callbacks=callbacks)
+  assert callbacks == []  # The caller's list is not changed.
+  assert len(history.history["loss"]) == history.result.nit == 6
+  assert history.history["loss"][-1] == pytest.approx(
+      _mse_plus_losses(model, x, y), rel=1e-5)
+  fitted = _weights(model)
+  model.set_weights(initial)
+  tf_extopt.ScipyOptimizerInterface(
+      lambda: _objective_value(model, x, y), model,
+      options={"maxiter": 6}).minimize()
+  _assert_weights_close(fitted, _weights(model), atol=1e-5)
+
+
+def _objective_value(model, x, y):
+  loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
+  return loss + tf.add_n(model.losses)
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "L-BFGS-B"])
+def test_tf_keras_model(data, method):
+  x, y, _ = data
+  model = _tf_keras_model()
+  before = _mse_plus_losses(model, x, y)
+  history = tfk_fit.fit(model, x, y, method=method, max_iterations=6,
+                        verbose=0)
+  assert isinstance(history, tf_keras.callbacks.History)
+  assert len(history.history["loss"]) == history.result.nit
+  assert history.history["loss"][-1] == pytest.approx(
+      _mse_plus_losses(model, x, y), rel=1e-5)
+  assert history.history["loss"][-1] < before
+
+
+# --- The objective -----------------------------------------------------------------
+
+
+def _value_and_grads(objective, variables):
+  with tf.GradientTape() as tape:
+    value = objective()
+  return float(value), [g.numpy() for g in tape.gradient(value, variables)]
+
+
+def test_dataset_and_batched_objectives_equal_array_objective(data):
+  x, y, sw = data
+  model = _keras3_model(regularizer=keras.regularizers.L2(1e-2))
+  variables = tfk_fit._packing.resolve_var_list(model)  # pylint: disable=protected-access
+  batch_loss = _compiled_loss_fn(model, keras)
+  whole = _Objective(model, batch_loss, variables, tf.constant(x),
+                     tf.constant(y), tf.constant(sw), None)
+  f0, g0 = _value_and_grads(whole, variables)
+  # Uneven batches (48 = 20 + 20 + 8): weighted by their sample counts.
+  for dataset in (
+      tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(20),
+      tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(7),
+  ):
+    split = _Objective(model, batch_loss, variables, None, None, None,
+                       dataset)
+    f1, g1 = _value_and_grads(split, variables)
+    assert f1 == pytest.approx(f0, rel=1e-5)
+    for a, b in zip(g0, g1):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fit_on_dataset_equals_fit_on_arrays(data):
+  x, y, sw = data
+  model = _keras3_model()
+  initial = _weights(model)
+  on_arrays = tf_extopt.keras.fit(model, x, y, sample_weight=sw,
+                                  max_iterations=5, verbose=0)
+  after_arrays = _weights(model)
+  model.set_weights(initial)
+  dataset = tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(20)
+  on_dataset = tf_extopt.keras.fit(model, dataset, max_iterations=5,
+                                   verbose=0)
+  np.testing.assert_allclose(on_dataset.history["loss"],
+                             on_arrays.history["loss"], rtol=1e-4)
+  _assert_weights_close(after_arrays, _weights(model), atol=1e-4)
+  model.set_weights(initial)
+  with_batch_size = tf_extopt.keras.fit(model, x, y, sample_weight=sw,
+                                        batch_size=20, max_iterations=5,
+                                        verbose=0)
+  np.testing.assert_allclose(with_batch_size.history["loss"],
+                             on_arrays.history["loss"], rtol=1e-4)
+
+
+def test_loss_override_and_metrics_and_validation(data):
+  x, y, _ = data
+  model = _keras3_model(metrics=["mae"])
+  history = tf_extopt.keras.fit(model, x, y, loss="mae", max_iterations=4,
+                                validation_data=(x[:16], y[:16]), verbose=0)
+  logs = history.history
+  assert set(logs) == {"loss", "mae", "val_loss", "val_mae"}
+  assert all(len(v) == 4 for v in logs.values())
+  mae = float(tf.reduce_mean(tf.abs(model(x) - y)))
+  assert logs["loss"][-1] == pytest.approx(mae, rel=1e-5)
+  assert logs["mae"][-1] == pytest.approx(mae, rel=1e-5)
+  evaluated = model.evaluate(x[:16], y[:16], verbose=0, return_dict=True)
+  assert logs["val_mae"][-1] == pytest.approx(evaluated["mae"], rel=1e-5)
+  # val_loss is the compiled loss (mse), as model.evaluate reports it.
+  assert logs["val_loss"][-1] == pytest.approx(evaluated["loss"], rel=1e-5)
+
+
+def test_batchnorm_and_dropout_run_in_training_mode(data):
+  x, y, _ = data
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([
+      keras.Input((2,)), keras.layers.Dense(6),
+      keras.layers.BatchNormalization(), keras.layers.Activation("tanh"),
+      keras.layers.Dropout(0.2), keras.layers.Dense(1)])
+  model.compile(loss="mse")
+  bn = model.layers[1]
+  history = tf_extopt.keras.fit(model, x, y, max_iterations=3, verbose=0)
+  assert len(history.history["loss"]) >= 1
+  assert np.isfinite(history.history["loss"]).all()
+  # Training mode: the moving statistics moved away from their init.
+  assert np.abs(bn.moving_mean.numpy()).max() > 0
+
+
+# --- Callbacks and progress ------------------------------------------------------
+
+
+class _StopAt(keras.callbacks.Callback):
+
+  def __init__(self, epoch):
+    super().__init__()
+    self.at = epoch
+    self.begun = []
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.begun.append(epoch)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if epoch == self.at:
+      self.model.stop_training = True
+
+
+def test_keras3_callbacks(data, tmp_path):
+  x, y, _ = data
+  model = _keras3_model()
+  ckpt = tmp_path / "best.weights.h5"
+  csv_path = tmp_path / "log.csv"
+  logdir = tmp_path / "tb"
+  stop = _StopAt(2)
+  callbacks = [keras.callbacks.ModelCheckpoint(str(ckpt),
+                                               save_weights_only=True,
+                                               monitor="loss"),
+               keras.callbacks.CSVLogger(str(csv_path)),
+               keras.callbacks.TerminateOnNaN(), stop]
+  if _HAVE_TENSORBOARD:  # The TensorBoard callback needs the package.
+    callbacks.append(keras.callbacks.TensorBoard(str(logdir)))
+  history = tf_extopt.keras.fit(model, x, y, max_iterations=10, verbose=0,
+                                callbacks=callbacks)
+  assert len(history.history["loss"]) == 3
+  assert stop.begun == [0, 1, 2]
+  assert history.result.status == 99
+  assert ckpt.exists()
+  with open(csv_path) as f:
+    rows = list(csv.DictReader(f))
+  assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+  np.testing.assert_allclose([float(r["loss"]) for r in rows],
+                             history.history["loss"], rtol=1e-6)
+  if _HAVE_TENSORBOARD:
+    assert any(files for _, _, files in os.walk(logdir))
+  # The weights at the stop are the checkpointed (last, best) ones.
+  fitted = _weights(model)
+  model.load_weights(str(ckpt))
+  _assert_weights_close(fitted, _weights(model), atol=0)
+
+
+@pytest.mark.parametrize("package", ["keras", "tf_keras"])
+def test_early_stopping(data, package):
+  x, y, _ = data
+  module = keras if package == "keras" else tf_keras
+  model = _keras3_model() if package == "keras" else _tf_keras_model()
+  # No improvement is ever large enough: stops after patience + 1 epochs.
+  early = module.callbacks.EarlyStopping(monitor="loss", patience=1,
+                                         min_delta=1e6)
+  history = tf_extopt.keras.fit(model, x, y, max_iterations=10, verbose=0,
+                                callbacks=[early])
+  assert len(history.history["loss"]) == 2
+  assert early.stopped_epoch == 1
+  assert history.result.status == 99
+
+
+def test_progress_bar(data, capsys):
+  x, y, _ = data
+  model = _keras3_model()
+  tf_extopt.keras.fit(model, x, y, max_iterations=3, verbose=1,
+                      tolerance=0.)
+  out = capsys.readouterr().out
+  assert "3/3" in out and "loss:" in out and "iteration" in out
+
+
+def test_adam_then_lbfgs(data):
+  x, y, _ = data
+  model = _keras3_model()
+  model.fit(x, y, epochs=5, batch_size=_N, verbose=0)
+  after_adam = _mse_plus_losses(model, x, y)
+  history = tf_extopt.keras.fit(model, x, y, max_iterations=10, verbose=0)
+  assert history.history["loss"][0] < after_adam
+  assert _mse_plus_losses(model, x, y) < after_adam
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "L-BFGS-B"])
+def test_nan_loss_keeps_best_finite_weights(data, method):
+  x, y, _ = data
+
+  def loss(y_true, y_pred):
+    # NaN once the predictions' mean square exceeds 0.6, which the data
+    # pulls them towards.
+    return (tf.reduce_mean(tf.square(y_true - y_pred))
+            + tf.sqrt(0.6 - tf.reduce_mean(tf.square(y_pred))))
+
+  model = _keras3_model(compile_loss=None)
+  for w in model.trainable_variables:
+    w.assign(w * 0.1)
+  initial = float(loss(3. * y, model(x)))
+  history = tf_extopt.keras.fit(
+      model, x, 3. * y, loss=loss, method=method, max_iterations=15,
+      verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
+  losses = history.history.get("loss", [])
+  assert np.isfinite(losses).all()
+  for w in model.get_weights():
+    assert np.isfinite(w).all()
+  final = float(loss(3. * y, model(x)))
+  assert np.isfinite(final) and final <= initial
+  # The weights are the best point: SciPy may give up at its first NaN
+  # (no iteration logged); L-BFGS here backs off and keeps going.
+  assert final == pytest.approx(min(losses + [initial]), rel=1e-5)
+  if method == "lbfgs":
+    assert losses
+
+
+def test_max_iterations_zero_changes_nothing(data):
+  x, y, _ = data
+  model = _keras3_model()
+  before = _weights(model)
+  history = tf_extopt.keras.fit(model, x, y, max_iterations=0, verbose=0)
+  assert history.history == {} and history.result is None
+  _assert_weights_close(before, _weights(model), atol=0)
+
+
+@pytest.mark.slow
+def test_jit_compile(data):
+  x, y, _ = data
+  model = _keras3_model()
+  initial = _weights(model)
+  plain = tf_extopt.keras.fit(model, x, y, max_iterations=5, verbose=0)
+  model.set_weights(initial)
+  jit = tf_extopt.keras.fit(model, x, y, max_iterations=5, verbose=0,
+                            jit_compile=True)
+  np.testing.assert_allclose(jit.history["loss"], plain.history["loss"],
+                             rtol=1e-3)
+
+
+# --- Errors ---------------------------------------------------------------------
+
+
+def test_errors(data):
+  x, y, _ = data
+  with pytest.raises(ValueError, match="no loss.*loss="):
+    tf_extopt.keras.fit(_keras3_model(compile_loss=None), x, y)
+  model = _keras3_model()
+  infinite = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat()
+  with pytest.raises(ValueError, match="infinite"):
+    tf_extopt.keras.fit(model, infinite)
+  with pytest.raises(ValueError, match="y and sample_weight must be None"):
+    tf_extopt.keras.fit(model, tf.data.Dataset.from_tensor_slices((x, y)),
+                        y)
+  with pytest.raises(ValueError, match="jit_compile"):
+    tf_extopt.keras.fit(model, x, y, batch_size=8, jit_compile=True)
+  with pytest.raises(ValueError, match="batch_size.*0"):
+    tf_extopt.keras.fit(model, x, y, batch_size=0)
+  with pytest.raises(ValueError, match="max_iterations.*-1"):
+    tf_extopt.keras.fit(model, x, y, max_iterations=-1)
+  with pytest.raises(ValueError, match="verbose"):
+    tf_extopt.keras.fit(model, x, y, verbose=5)
+  with pytest.raises(ValueError, match="method"):
+    tf_extopt.keras.fit(model, x, y, method=None)
+  with pytest.raises(ValueError, match="not a scipy.optimize.minimize"):
+    tf_extopt.keras.fit(model, x, y, method="adam")
+  with pytest.raises(ValueError, match="model must be a Keras"):
+    tf_extopt.keras.fit(object(), x, y)
+  frozen = _keras3_model()
+  frozen.trainable = False
+  with pytest.raises(ValueError, match="no trainable variables"):
+    tf_extopt.keras.fit(frozen, x, y)
+  with pytest.raises(ValueError, match="unknown option"):
+    tf_extopt.keras.fit(model, x, y, maxiter=3)

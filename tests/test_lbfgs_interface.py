@@ -1,0 +1,474 @@
+"""LbfgsOptimizerInterface: eager, XLA, graph sessions, chunks, bounds, errors.
+
+The reference for every solve is a direct `lbfgs_minimize` (or
+`lbfgsb_minimize`) call on the same packed problem: the interface must
+follow exactly that path, whatever the chunking and mode. Graph-mode tests
+build their own `tf.Graph`, so eager mode stays on for the other tests.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_extopt
+from tf_extopt import LbfgsOptimizerInterface
+from tf_extopt import lbfgs_minimize
+from tf_extopt import lbfgsb_minimize
+
+v1 = tf.compat.v1
+
+_START_V = np.array([3., -2., 1.5])
+_START_W = np.array([[1., 2.], [-.5, .25]])
+_TARGET_V = np.array([1., -1., 0.5])
+
+
+def _loss_terms(v, w):
+  """A smooth non-quadratic problem over a vector and a matrix."""
+  dtype = v.dtype
+  scale = tf.range(1., 4., dtype=dtype)
+  return (tf.reduce_sum(scale * tf.square(v - _TARGET_V.astype(
+      dtype.as_numpy_dtype)))
+          + tf.reduce_sum(tf.square(w) + 0.1 * w ** 4)
+          + 0.5 * tf.reduce_sum(v[:2] * tf.reshape(w[0], [2])) ** 2)
+
+
+def _packed_objective(dtype):
+  """The same problem as a function of the packed point [v, w.ravel()]."""
+
+  def fn(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      v, w = x[:3], tf.reshape(x[3:], [2, 2])
+      loss = _loss_terms(v, w)
+    return loss, tape.gradient(loss, x)
+
+  del dtype
+  return fn
+
+
+def _x0(dtype=np.float64):
+  return np.concatenate([_START_V, _START_W.ravel()]).astype(dtype)
+
+
+def _variables(dtype=tf.float32):
+  v = tf.Variable(_START_V, dtype=dtype, name="v")
+  w = tf.Variable(_START_W, dtype=dtype, name="w")
+  return v, w
+
+
+def _reference(dtype, max_iterations=25, bounds=None, **options):
+  fn = _packed_objective(dtype)
+  x0 = tf.constant(_x0(dtype.as_numpy_dtype))
+  if bounds is not None:
+    return lbfgsb_minimize(fn, x0, lower_bounds=bounds[0],
+                           upper_bounds=bounds[1],
+                           max_iterations=max_iterations, **options)
+  return lbfgs_minimize(fn, x0, max_iterations=max_iterations, **options)
+
+
+def _packed(v, w):
+  return np.concatenate([v.numpy().ravel(), w.numpy().ravel()])
+
+
+@pytest.fixture(scope="module")
+def reference32():
+  return _reference(tf.float32)
+
+
+@pytest.fixture(scope="module")
+def reference64():
+  return _reference(tf.float64)
+
+
+class _Shared:
+  """One float64 problem and optimizer, reset before each use.
+
+  Tracing the solver costs seconds, so tests that only differ in how they
+  call `minimize` share one instance (which is also what users do).
+  """
+
+  def __init__(self):
+    self.v, self.w = _variables(tf.float64)
+    self.opt = LbfgsOptimizerInterface(
+        lambda: _loss_terms(self.v, self.w), [self.v, self.w],
+        max_iterations=25)
+
+  def reset(self):
+    self.v.assign(_START_V)
+    self.w.assign(_START_W)
+    return self
+
+
+@pytest.fixture(scope="module")
+def shared():
+  return _Shared()
+
+
+# --- Eager mode -----------------------------------------------------------------
+
+
+def test_exported():
+  assert tf_extopt.LbfgsOptimizerInterface is LbfgsOptimizerInterface
+  assert "LbfgsOptimizerInterface" in tf_extopt.__all__
+  assert issubclass(LbfgsOptimizerInterface,
+                    tf_extopt.ExternalOptimizerInterface)
+
+
+def test_float32_matches_direct_lbfgs(reference32):
+  v, w = _variables(tf.float32)
+  opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
+                                max_iterations=25)
+  assert opt.dtype == tf.float32
+  result = opt.minimize()
+  ref = reference32
+  np.testing.assert_allclose(result.x, ref.position.numpy(), rtol=1e-6,
+                             atol=1e-6)
+  np.testing.assert_allclose(_packed(v, w), result.x, rtol=1e-6)
+  assert result.nit == int(ref.num_iterations)
+  assert result.nfev == int(ref.num_objective_evaluations)
+  assert result.fun == pytest.approx(float(ref.objective_value), rel=1e-6)
+  assert result.lbfgs_results.position.dtype == np.float32
+  assert result.status == (0 if bool(ref.converged) else 1)
+
+
+def test_float64_option_on_float32_variables(reference64):
+  v, w = _variables(tf.float32)
+  opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
+                                max_iterations=25, dtype=tf.float64)
+  assert opt.dtype == tf.float64
+  result = opt.minimize()
+  assert result.lbfgs_results.position.dtype == np.float64
+  # The loss is computed in float32, so the path only follows the float64
+  # reference approximately; the optimum is the same.
+  np.testing.assert_allclose(result.x, reference64.position.numpy(),
+                             atol=2e-3)
+  assert v.dtype == tf.float32
+
+
+def test_float64_variables(shared, reference64):
+  result = shared.reset().opt.minimize()
+  np.testing.assert_allclose(result.x, reference64.position.numpy(),
+                             rtol=1e-10, atol=1e-12)
+  assert result.nfev == int(reference64.num_objective_evaluations)
+  assert result.nit == int(reference64.num_iterations)
+
+
+def test_one_iteration_chunks_equal_unchunked(shared, reference64):
+  # A callback makes the default one iteration per compiled call.
+  points, held = [], []
+
+  def callback(x):
+    points.append(x)
+    held.append(_packed(shared.v, shared.w))
+
+  result = shared.reset().opt.minimize(step_callback=callback)
+  ref = reference64
+  np.testing.assert_allclose(result.x, ref.position.numpy(), rtol=1e-12,
+                             atol=1e-14)
+  assert result.nit == int(ref.num_iterations)
+  assert result.nfev == int(ref.num_objective_evaluations)
+  assert len(points) == result.nit
+  np.testing.assert_array_equal(points[-1], result.x)
+  for x, h in zip(points, held):
+    assert x.dtype == np.float64
+    np.testing.assert_array_equal(x, h)  # Variables hold the given point.
+  # Each point is the one a direct run with that many iterations reaches.
+  ref3 = _reference(tf.float64, max_iterations=3)
+  np.testing.assert_allclose(points[2], ref3.position.numpy(), rtol=1e-12)
+
+
+def test_chunks_of_four_with_loss_callback(reference64):
+  v, w = _variables(tf.float64)
+  points, got = [], []
+  opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
+                                max_iterations=25, iterations_per_call=4)
+  result = opt.minimize(
+      step_callback=points.append, fetches=[lambda: _loss_terms(v, w), v],
+      loss_callback=lambda loss, v_value: got.append((loss, v_value)))
+  ref = reference64
+  np.testing.assert_allclose(result.x, ref.position.numpy(), rtol=1e-12,
+                             atol=1e-14)
+  assert result.nfev == int(ref.num_objective_evaluations)
+  assert len(points) == len(got) == -(-result.nit // 4)
+  np.testing.assert_array_equal(points[-1], result.x)
+  assert got[-1][0] == pytest.approx(result.fun, rel=1e-12)
+  np.testing.assert_allclose(got[-1][1], result.x[:3])
+
+
+def test_stop_iteration_keeps_that_point(shared):
+  calls = []
+
+  def callback(x):
+    calls.append(x)
+    if len(calls) == 3:
+      raise StopIteration
+
+  result = shared.reset().opt.minimize(step_callback=callback)
+  assert result.status == 99 and not result.success
+  assert "StopIteration" in result.message
+  assert len(calls) == 3
+  np.testing.assert_array_equal(result.x, calls[-1])
+  np.testing.assert_array_equal(_packed(shared.v, shared.w), calls[-1])
+
+
+def test_callback_error_restores_last_point(shared):
+  calls = []
+
+  def callback(x):
+    calls.append(x)
+    if len(calls) == 2:
+      raise RuntimeError("boom")
+
+  with pytest.raises(RuntimeError, match="boom"):
+    shared.reset().opt.minimize(step_callback=callback)
+  np.testing.assert_array_equal(_packed(shared.v, shared.w), calls[-1])
+
+
+@pytest.mark.slow
+def test_jit_compile_matches(reference64):
+  v, w = _variables(tf.float64)
+  result = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
+                                   max_iterations=25,
+                                   jit_compile=True).minimize()
+  np.testing.assert_allclose(result.x, reference64.position.numpy(),
+                             rtol=1e-8, atol=1e-10)
+
+
+def test_repeated_minimize_reuses_compiled_function(shared):
+  first = shared.reset().opt.minimize()
+  compiled = shared.opt._compiled  # pylint: disable=protected-access
+  second = shared.opt.minimize()  # Continues from where the first ended.
+  assert shared.opt._compiled is compiled  # pylint: disable=protected-access
+  assert second.fun <= first.fun
+
+
+def test_options_passed_and_not_mutated():
+  v, w = _variables(tf.float64)
+  options = {"num_correction_pairs": 3, "max_iterations": 7,
+             "tolerance": 0.}
+  snapshot = dict(options)
+  opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w], **options)
+  result = opt.minimize()
+  assert options == snapshot
+  assert result.nit == 7
+  assert result.lbfgs_results.position_deltas.shape == (3, 7)
+  ref = _reference(tf.float64, max_iterations=7, num_correction_pairs=3,
+                   tolerance=0.)
+  np.testing.assert_allclose(result.x, ref.position.numpy(), rtol=1e-12)
+
+
+def test_keras_model_matches_packed_reference():
+  keras = pytest.importorskip("keras")
+  keras.utils.set_random_seed(1)
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.normal(size=(32, 2)), tf.float32)
+  y = tf.reduce_sum(tf.sin(x), axis=1, keepdims=True)
+  model = keras.Sequential([keras.Input((2,)),
+                            keras.layers.Dense(4, activation="tanh"),
+                            keras.layers.Dense(1)])
+  initial = [v.numpy() for v in model.trainable_variables]
+
+  def loss_fn():
+    return tf.reduce_mean(tf.square(model(x) - y))
+
+  opt = LbfgsOptimizerInterface(loss_fn, model, max_iterations=15)
+  result = opt.minimize()
+  # Reference: lbfgs_minimize over the packed model weights by hand.
+  shapes = [w.shape for w in initial]
+  sizes = [w.size for w in initial]
+
+  def packed_fn(p):
+    with tf.GradientTape() as tape:
+      tape.watch(p)
+      ws = [tf.reshape(t, s) for t, s in zip(tf.split(p, sizes), shapes)]
+      h = tf.tanh(x @ ws[0] + ws[1])
+      loss = tf.reduce_mean(tf.square(h @ ws[2] + ws[3] - y))
+    return loss, tape.gradient(loss, p)
+
+  ref = lbfgs_minimize(packed_fn, tf.constant(np.concatenate(
+      [w.ravel() for w in initial])), max_iterations=15)
+  np.testing.assert_allclose(result.x, ref.position.numpy(), atol=1e-4)
+  assert result.fun == pytest.approx(float(ref.objective_value), rel=1e-4)
+  assert float(loss_fn()) == pytest.approx(result.fun, rel=1e-5)
+
+
+def test_nan_region_never_assigned():
+  v = tf.Variable([0.5, 0.5], dtype=tf.float64)
+
+  def loss():
+    # NaN outside the unit disc; the minimum (1, 1) of the quadratic lies
+    # outside, so L-BFGS keeps running into the NaN region.
+    base = tf.reduce_sum(tf.square(v - 1.))
+    return base + tf.sqrt(1. - tf.reduce_sum(tf.square(v)))
+
+  result = LbfgsOptimizerInterface(loss, [v], max_iterations=30).minimize()
+  assert np.isfinite(v.numpy()).all()
+  assert np.isfinite(result.fun)
+  assert result.fun <= float(
+      tf.reduce_sum(tf.square(tf.constant([0.5, 0.5], tf.float64) - 1.))
+      + np.sqrt(0.5))
+
+
+def test_nan_start_fails_and_keeps_variables():
+  v = tf.Variable([2., 2.], dtype=tf.float64)
+  result = LbfgsOptimizerInterface(
+      lambda: tf.sqrt(1. - tf.reduce_sum(v ** 2)), [v]).minimize()
+  assert result.status == 2 and not result.success
+  np.testing.assert_array_equal(v.numpy(), [2., 2.])
+
+
+# --- Bounds ---------------------------------------------------------------------
+
+
+def test_bounds_match_lbfgsb_chunked_or_not():
+  v, w = _variables(tf.float64)
+  opt = LbfgsOptimizerInterface(
+      lambda: _loss_terms(v, w), [v, w],
+      var_to_bounds={v.ref(): (1.2, None), w.ref(): (None, [[0.5, 0.5],
+                                                             [0.5, 0.5]])},
+      max_iterations=25)
+  result = opt.minimize()
+  lower = np.array([1.2] * 3 + [-np.inf] * 4)
+  upper = np.array([np.inf] * 3 + [0.5] * 4)
+  assert (result.x >= lower).all() and (result.x <= upper).all()
+  ref = _reference(tf.float64, bounds=(lower, upper))
+  np.testing.assert_allclose(result.x, ref.position.numpy(), rtol=1e-10,
+                             atol=1e-12)
+  assert result.nfev == int(ref.num_objective_evaluations)
+  v.assign(_START_V)
+  w.assign(_START_W)
+  points = []
+  chunked = opt.minimize(step_callback=points.append)
+  assert len(points) == chunked.nit
+  np.testing.assert_allclose(chunked.x, result.x, rtol=1e-12, atol=1e-14)
+
+
+# --- Errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["equalities", "inequalities"])
+def test_constraints_point_to_scipy(name):
+  v, w = _variables()
+  with pytest.raises(ValueError, match=name + ".*ScipyOptimizerInterface"):
+    LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
+                            **{name: [lambda: v[0]]})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"maxiter": 3}, "unknown option.*maxiter"),
+    ({"method": "L-BFGS-B"}, "unknown option.*method"),
+    ({"iterations_per_call": 0}, "iterations_per_call.*>= 1.*0"),
+    ({"iterations_per_call": 1.5}, "iterations_per_call"),
+    ({"dtype": tf.int32}, "dtype must be.*float"),
+    ({"dtype": "nonsense"}, "dtype must be"),
+    ({"max_iterations": -1}, "max_iterations.*>= 0.*-1"),
+])
+def test_bad_options(kwargs, match):
+  v, w = _variables()
+  with pytest.raises(ValueError, match=match):
+    LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w], **kwargs)
+
+
+def test_hessian_estimate_with_bounds_rejected():
+  v, w = _variables()
+  with pytest.raises(ValueError, match="initial_inverse_hessian_estimate"):
+    LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
+                            var_to_bounds=[(v, (0., 1.))],
+                            initial_inverse_hessian_estimate=tf.ones([7]))
+
+
+def test_eager_call_errors():
+  v, w = _variables()
+  opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w])
+  with pytest.raises(ValueError, match="session"):
+    opt.minimize(session=object())
+  with pytest.raises(ValueError, match="step_callback must be callable"):
+    opt.minimize(step_callback=3)
+  with pytest.raises(ValueError, match="var_list is required"):
+    LbfgsOptimizerInterface(lambda: _loss_terms(v, w))
+
+
+# --- Graph mode -----------------------------------------------------------------
+
+
+def _graph_problem(use_resource=True, dtype=tf.float64):
+  v = v1.Variable(_START_V, dtype=dtype, name="v", use_resource=use_resource)
+  w = v1.Variable(_START_W, dtype=dtype, name="w", use_resource=use_resource)
+  target = v1.placeholder(dtype, [3], name="target")
+  scale = tf.range(1., 4., dtype=dtype)
+  loss = (tf.reduce_sum(scale * tf.square(v - target))
+          + tf.reduce_sum(tf.square(w) + 0.1 * w ** 4)
+          + 0.5 * tf.reduce_sum(v[:2] * tf.reshape(w[0], [2])) ** 2)
+  return v, w, target, loss
+
+
+@pytest.mark.parametrize("use_resource", [True, False])
+def test_graph_session_matches_reference(use_resource, reference64):
+  with tf.Graph().as_default():
+    v, w, target, loss = _graph_problem(use_resource)
+    opt = LbfgsOptimizerInterface(loss, max_iterations=25)
+    with v1.Session() as session:
+      session.run(v1.global_variables_initializer())
+      result = opt.minimize(session, feed_dict={target: _TARGET_V})
+      held = np.concatenate([session.run(v).ravel(),
+                             session.run(w).ravel()])
+  np.testing.assert_allclose(result.x, reference64.position.numpy(),
+                             rtol=1e-10, atol=1e-12)
+  np.testing.assert_array_equal(held, result.x)
+  assert result.nfev == int(reference64.num_objective_evaluations)
+
+
+def test_graph_chunks_and_callbacks():
+  with tf.Graph().as_default():
+    v, w, target, loss = _graph_problem()
+    opt = LbfgsOptimizerInterface(loss, max_iterations=25,
+                                  iterations_per_call=2)
+    points, losses = [], []
+    with v1.Session() as session:
+      session.run(v1.global_variables_initializer())
+      ops_before = len(session.graph.get_operations())
+      with session.as_default():
+        chunked = opt.minimize(feed_dict={target: _TARGET_V},
+                               fetches=[loss], step_callback=points.append,
+                               loss_callback=losses.append)
+      assert len(session.graph.get_operations()) == ops_before
+      session.run(v1.global_variables_initializer())
+      whole = opt.minimize(session, feed_dict={target: _TARGET_V})
+  np.testing.assert_allclose(chunked.x, whole.x, rtol=1e-12, atol=1e-14)
+  assert len(points) == len(losses) == -(-chunked.nit // 2)
+  assert losses[-1] == pytest.approx(chunked.fun, rel=1e-12)
+
+
+def test_graph_float32_and_var_list_subset():
+  with tf.Graph().as_default():
+    v, w, target, loss = _graph_problem(dtype=tf.float32)
+    opt = LbfgsOptimizerInterface(loss, var_list=[v], max_iterations=30)
+    assert opt.dtype == tf.float32
+    scipy_opt = tf_extopt.ScipyOptimizerInterface(
+        loss, var_list=[v], options={"gtol": 1e-10, "ftol": 0})
+    with v1.Session() as session:
+      session.run(v1.global_variables_initializer())
+      result = opt.minimize(session, feed_dict={target: _TARGET_V})
+      w_after = session.run(w)
+      session.run(v1.global_variables_initializer())
+      reference = scipy_opt.minimize(session, feed_dict={target: _TARGET_V})
+  np.testing.assert_array_equal(w_after, _START_W.astype(np.float32))
+  assert result.x.shape == (3,)
+  assert result.fun == pytest.approx(reference.fun, rel=1e-5)
+  np.testing.assert_allclose(result.x, reference.x, atol=1e-3)
+
+
+def test_graph_errors():
+  with tf.Graph().as_default():
+    v, w, target, loss = _graph_problem()
+    opt = LbfgsOptimizerInterface(loss)
+    with pytest.raises(ValueError, match="needs a session"):
+      opt.minimize(feed_dict={target: _TARGET_V})
+    with pytest.raises(ValueError, match="jit_compile"):
+      LbfgsOptimizerInterface(loss, jit_compile=True)
+    with pytest.raises(ValueError, match="equalities.*ScipyOptimizerInterface"):
+      LbfgsOptimizerInterface(loss, equalities=[v[0]])
+    unrelated = v1.Variable(1., dtype=tf.float64, name="unrelated")
+    with pytest.raises(ValueError, match="does not depend"):
+      LbfgsOptimizerInterface(loss, var_list=[unrelated])
+    del w
