@@ -101,6 +101,10 @@ def test_keras3_lbfgs_follows_the_interface(data):
   assert result.fun == pytest.approx(reference.fun, rel=1e-5)
   losses = history.history["loss"]
   assert all(b <= a for a, b in zip(losses, losses[1:]))
+  assert len(history.evaluations) == 8
+  assert history.evaluations[-1] == result.nfev == reference.nfev
+  assert all(b > a for a, b in zip(history.evaluations,
+                                   history.evaluations[1:]))
 
 
 def test_keras3_scipy_method_follows_the_interface(data):
@@ -113,6 +117,8 @@ def test_keras3_scipy_method_follows_the_interface(data):
                                 callbacks=callbacks)
   assert callbacks == []  # The caller's list is not changed.
   assert len(history.history["loss"]) == history.result.nit == 6
+  assert len(history.evaluations) == 6
+  assert history.evaluations[-1] <= history.result.nfev
   assert history.history["loss"][-1] == pytest.approx(
       _mse_plus_losses(model, x, y), rel=1e-5)
   fitted = _weights(model)

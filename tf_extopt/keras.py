@@ -260,7 +260,11 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
 
   Returns:
     The `History` callback: `history.history['loss']` has one entry per
-    iteration. `history.result` is the optimizer's `OptimizeResult`.
+    iteration; `history.evaluations[i]` is the number of objective
+    evaluations (loss and gradient over the full data) made by the end of
+    iteration `i` (SciPy: not counting the one `fit` adds per iteration to
+    read the loss); `history.result` is the optimizer's `OptimizeResult`
+    (None when `max_iterations=0`).
 
   Raises:
     ValueError: An uncompiled model without `loss=`, an infinite or empty
@@ -315,6 +319,11 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
 
     def current_loss(unused_x):
       return float(opt._last_results.objective_value)  # pylint: disable=protected-access
+
+    def evaluations():
+      return int(opt._last_results.num_objective_evaluations)  # pylint: disable=protected-access
+
+    minimize_kwargs = {}
   else:
     scipy_options = dict(options.pop("options", None) or {})
     scipy_options.setdefault("maxiter", int(max_iterations))
@@ -327,6 +336,16 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
       # SciPy's callback gets only the point: one extra (compiled)
       # evaluation per iteration gives the loss there.
       return float(value_fn(tf.constant(x, tf.float64)))
+
+    counter = [0]
+
+    def count_evaluation():
+      counter[0] += 1
+
+    def evaluations():
+      return counter[0]
+
+    minimize_kwargs = {"loss_callback": count_evaluation}
 
   callbacks = list(callbacks or [])
   history = None
@@ -364,6 +383,7 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     return logs
 
   def step_callback(x_now):
+    history.evaluations.append(evaluations())
     logs = evaluate_logs(x_now)
     epoch = state["epoch"]
     cb_list.on_epoch_end(epoch, logs)
@@ -377,11 +397,12 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
       raise StopIteration
     cb_list.on_epoch_begin(epoch + 1)
 
+  history.evaluations = []
   model.stop_training = False
   cb_list.on_train_begin()
   cb_list.on_epoch_begin(0)
   if max_iterations:
-    result = opt.minimize(step_callback=step_callback)
+    result = opt.minimize(step_callback=step_callback, **minimize_kwargs)
   else:
     result = None
   if progbar is not None and state["epoch"] < max_iterations:

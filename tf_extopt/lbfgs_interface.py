@@ -22,6 +22,7 @@ Deliberate differences from `ScipyOptimizerInterface`:
   `lbfgs_results` holds the final `LBfgsOptimizerResults`.
 """
 
+import contextlib
 import inspect
 import math
 
@@ -139,6 +140,24 @@ def _graph_loss_function(loss, variables):
     return out
 
   return function
+
+
+@contextlib.contextmanager
+def _control_flow_v2():
+  """Builds `tf.while_loop`/`tf.cond` as v2 ops, even under TF1 behaviour.
+
+  After `tf.compat.v1.disable_v2_behavior()`, v1 control flow cannot feed the
+  loss function's captured inputs (placeholders) into a loop frame. The
+  switch is TensorFlow's own module flag (what `enable_control_flow_v2` sets),
+  restored on exit so the user's graph is otherwise built as they asked.
+  """
+  from tensorflow.python.ops import control_flow_util  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+  previous = control_flow_util.ENABLE_CONTROL_FLOW_V2
+  control_flow_util.ENABLE_CONTROL_FLOW_V2 = True
+  try:
+    yield
+  finally:
+    control_flow_util.ENABLE_CONTROL_FLOW_V2 = previous
 
 
 class LbfgsOptimizerInterface(ExternalOptimizerInterface):
@@ -379,7 +398,8 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
           gradient_deltas=ph(dtype, [m, n]))
       # Only the resumed solve is built: a run starts by resuming from the
       # 0-iteration results (`_numpy_start_results`), which halves the graph.
-      resume = self._solve(objective, None, prev, max_it)
+      with _control_flow_v2():
+        resume = self._solve(objective, None, prev, max_it)
     self._graph_ops = (prev, max_it, resume)
 
   # --- minimize -------------------------------------------------------------------
