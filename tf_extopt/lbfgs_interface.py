@@ -310,37 +310,23 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
 
       # One concrete function, traced once per instance and never retraced:
       # every run, from its first iteration, is a resumed run (see
-      # `_start_results`), which halves the tracing cost.
+      # `_numpy_start_results`), which halves the tracing cost.
       self._compiled = tf.function(
           resume, jit_compile=self._jit, autograph=False,
           input_signature=[prev_spec, scalar_i]).get_concrete_function()
     return self._compiled
 
-  def _start_results(self, x0):
-    """The results of a 0-iteration run from `x0`, to resume from.
-
-    The loss and gradient at `x0` come from the evaluator's compiled function
-    (same computation, same `jit_compile` as inside the solve); the cheap
-    bookkeeping of a 0-iteration `lbfgs_minimize` then runs eagerly, so it is
-    exactly the state a single compiled run would start from.
-    """
-    if self._packed_bounds_arrays is not None:
-      # `lbfgsb_minimize` starts from the projection of `x0` on the box; the
-      # loss and gradient must be those at that point.
-      x0 = np.clip(x0, *self._packed_bounds_arrays).astype(x0.dtype)
-    out = self._evaluator.value_and_grad_fn()(tf.constant(x0, tf.float64))
-    f0 = tf.cast(out[0], self._dtype)
-    g0 = tf.cast(out[1:], self._dtype)
-    x0 = tf.constant(x0, self._dtype)
-    return self._solve(lambda unused_x: (f0, g0), x0, None, 0)
-
   def _numpy_start_results(self, x0, run):
-    """Graph mode: the results of a 0-iteration run from `x0`, in NumPy.
+    """The results of a 0-iteration run from `x0`, in NumPy.
 
+    Every run starts by resuming from these, so only the resumed solve is
+    ever traced (tracing and first-call optimization of the solver loop
+    cost seconds), and starting costs one compiled loss-and-gradient call
+    (an eager 0-iteration `lbfgs_minimize` costs ~100 ms of op dispatch).
     Mirrors `_driver.initial_state`: converged at a value of -inf or when the
     (projected) gradient's sup-norm is within `tolerance`; failed when the
-    start is not finite. The loss and gradient come from one `session.run`
-    of the evaluator's ops.
+    start is not finite. The tests check that runs match a direct
+    `lbfgs_minimize`/`lbfgsb_minimize` call exactly.
     """
     np_dtype = self._dtype.as_numpy_dtype
     x0 = np.asarray(x0, np.float64)
@@ -453,7 +439,7 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
         return resume_fn(previous, tf.constant(max_iterations, tf.int32))
 
       def start(x0, max_iterations):
-        return resume(self._start_results(x0), max_iterations)
+        return resume(self._numpy_start_results(x0, run), max_iterations)
 
     callbacks = step_callback is not None or loss_callback is not None
     chunk = self.optimizer_kwargs.get("iterations_per_call")
