@@ -32,6 +32,7 @@ Each iteration::
 """
 
 import collections
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -172,13 +173,13 @@ def _start_searches(state, where, strategy):
   not_descent = where & ~(
       (slope < 0) & tf.reduce_all(tf.math.is_finite(d), axis=-1))
 
-  def steepest():
-    cleared = _memory.reset(memory, not_descent)
-    fresh = strategy.direction(state.x, state.g, cleared)
-    return cleared, _where(not_descent, fresh, d)
-
-  memory, d = tf.cond(tf.reduce_any(not_descent), steepest,
-                      lambda: (memory, d))
+  memory = _memory.reset(memory, not_descent)
+  # Only the direction goes through the cond: returning the memory buffers
+  # from it would copy them on every trip.
+  d = tf.cond(tf.reduce_any(not_descent),
+              lambda: _where(not_descent,
+                             strategy.direction(state.x, state.g, memory), d),
+              lambda: d)
   slope = tf.reduce_sum(state.g * d, axis=-1)
   # Even steepest descent is not a descent direction (zero or non-finite
   # projected gradient that the tolerance did not catch): nothing to search.
@@ -189,24 +190,28 @@ def _start_searches(state, where, strategy):
   return state._replace(
       memory=memory,
       direction=_where(where, d, state.direction),
-      search=_where(where, search, state.search),
+      search=tf.where(where[None], search, state.search),
       best_gradient=_where(where, state.g, state.best_gradient),
       failed=state.failed | hopeless)
 
 
-def _body(objective, config, strategy, state):
-  """One trip: one batched evaluation, one step of every member's search."""
+def _trial_point(strategy, config, state):
+  """Where each member evaluates next (its current point when inactive)."""
+  step = _linesearch.unpack(state.search).step
+  x_trial = strategy.project(state.x + step[:, None] * state.direction)
+  return _where(_active(state, config), x_trial, state.x)
+
+
+def _advance(config, strategy, state, x_trial, f_trial, g_trial):
+  """Consumes one batched evaluation: every member's search takes a step."""
   active = _active(state, config)
-  search = state.search
-  x_trial = strategy.project(
-      state.x + search.step[:, None] * state.direction)
-  x_trial = _where(active, x_trial, state.x)
-  f_trial, g_trial = objective(x_trial)
+  search = _linesearch.unpack(state.search)
   trial_ok = tf.reduce_all(tf.math.is_finite(x_trial), axis=-1)
   finite = trial_ok & _convergence.is_finite_point(f_trial, g_trial)
   slope = tf.reduce_sum(g_trial * state.direction, axis=-1)
-  new_search, status, moved = _linesearch.step(search, f_trial, slope,
+  new_packed, status, moved = _linesearch.step(state.search, f_trial, slope,
                                                finite)
+  new_search = _linesearch.unpack(new_packed)
   best_gradient = _where(moved, g_trial, state.best_gradient)
 
   minus_inf = trial_ok & tf.equal(f_trial,
@@ -260,14 +265,15 @@ def _body(objective, config, strategy, state):
       converged=state.converged | converged_now,
       failed=failed,
       direction=state.direction,
-      search=_where(active, new_search, state.search),
+      search=tf.where(active[None], new_packed, state.search),
       best_gradient=best_gradient)
   restart = (keep_going & (state.iteration < config.max_iterations)) | retry
   return _start_searches(state, restart, strategy)
 
 
 def run(objective, state, config, strategy, batch_shape):
-  """Runs the loop from `state` and returns `(final state)`."""
+  """Runs the loop from `state` and returns the final state."""
+  advance = functools.partial(_advance, config, strategy)
 
   def cond(state):
     stop = config.stopping_condition(
@@ -277,7 +283,9 @@ def run(objective, state, config, strategy, batch_shape):
         _active(state, config))
 
   def body(state):
-    return (_body(objective, config, strategy, state),)
+    x_trial = _trial_point(strategy, config, state)
+    f_trial, g_trial = objective(x_trial)
+    return (advance(state, x_trial, f_trial, g_trial),)
 
   (state,) = tf.while_loop(cond, body, (state,),
                            parallel_iterations=config.parallel_iterations)

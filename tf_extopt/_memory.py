@@ -1,56 +1,58 @@
-"""Fixed-shape limited memory of correction pairs, one ring buffer per member.
+"""Fixed-shape limited memory of correction pairs, and the two-loop recursion.
 
-Each batch member keeps up to ``m`` pairs ``(s_k, y_k) = (x_{k+1} - x_k,
-g_{k+1} - g_k)`` in slots of a ``[B, m, n]`` tensor. Members update at
-different loop trips, so each has its own write position (``head``) and pair
-count. Writes are masked selects into the fixed-shape buffers, so the loop
-state never changes shape and XLA compiles it; nothing is concatenated or
-shifted. The chronological order of member ``b`` is slots
-``(head_b - count_b + j) mod m`` for ``j = 0 .. count_b - 1`` (oldest first).
+The pairs ``(s_k, y_k) = (x_{k+1} - x_k, g_{k+1} - g_k)`` of every member live
+in ``[m, B, n]`` tensors, pair-major, oldest first and right-aligned: member
+``b`` holds ``count[b]`` pairs in positions ``m - count[b] .. m - 1``. This is
+TFP's ``position_deltas`` layout, so results convert with a reshape.
 
-The public TFP-compatible layout, produced by `to_deltas` and read back by
-`from_deltas`, is ``[m, ..., n]`` oldest first with zero pairs in front.
+A member that stores a pair moves its own column down by one position and
+writes the new pair last. That is one masked select over the buffer, which XLA
+fuses into a single pass (measured at 15 us for ``m = n = 10, B = 1000``);
+the shapes never change, so the loop compiles. A per-member ring buffer avoids
+the shift but must be rotated into order before each two-loop recursion, and
+every way of doing that (per-member gathers, permutation matmuls, a barrel
+shifter of rolls) measured 50-250x slower on CPU.
 """
 
 import collections
 
 import tensorflow as tf
 
-__all__ = ["Memory", "empty", "push", "reset", "chronological", "to_deltas",
-           "from_deltas", "two_loop_direction"]
+__all__ = ["Memory", "empty", "push", "reset", "to_deltas", "from_deltas",
+           "direction", "chronological"]
 
 Memory = collections.namedtuple(
     "Memory",
     [
-        "s",      # [B, m, n] position deltas, ring-ordered.
-        "y",      # [B, m, n] gradient deltas, ring-ordered.
-        "rho",    # [B, m] 1 / (s . y), zero for unused slots.
-        "head",   # [B] int32 slot the next pair is written to.
-        "count",  # [B] int32 number of valid pairs (<= m).
+        "s",      # [m, B, n] position deltas, oldest first, right-aligned.
+        "y",      # [m, B, n] gradient deltas.
+        "rho",    # [m, B] 1 / (s . y) for held pairs, 0 elsewhere.
+        "count",  # [B] int32 number of pairs held (<= m).
     ])
 
 
 def empty(batch_size, num_pairs, n, dtype):
   """Returns a `Memory` with no pairs for `batch_size` members."""
-  zeros = tf.zeros(tf.stack([batch_size, num_pairs, n]), dtype=dtype)
-  ints = tf.zeros(tf.reshape(batch_size, [1]), dtype=tf.int32)
+  zeros = tf.zeros(tf.stack([num_pairs, batch_size, n]), dtype=dtype)
   return Memory(s=zeros, y=zeros,
-                rho=tf.zeros(tf.stack([batch_size, num_pairs]), dtype=dtype),
-                head=ints, count=ints)
+                rho=tf.zeros(tf.stack([num_pairs, batch_size]), dtype=dtype),
+                count=tf.zeros(tf.reshape(batch_size, [1]), dtype=tf.int32))
 
 
 def push(memory, s, y, where):
-  """Stores `(s, y)` for the members where `where` is true."""
-  num_pairs = memory.s.shape[1]
-  slot = tf.one_hot(memory.head, num_pairs, on_value=True, off_value=False)
-  write = slot & where[:, None]
+  """Appends `(s, y)` for the members where `where` is true."""
+  num_pairs = memory.s.shape[0]
   sy = tf.reduce_sum(s * y, axis=-1)
   rho = tf.math.divide_no_nan(tf.ones_like(sy), sy)
+
+  def shifted(buffer, new):
+    return tf.where(where[None, ..., None] if buffer.shape.rank == 3
+                    else where[None, :],
+                    tf.concat([buffer[1:], new[None]], axis=0), buffer)
+
   return Memory(
-      s=tf.where(write[..., None], s[:, None, :], memory.s),
-      y=tf.where(write[..., None], y[:, None, :], memory.y),
-      rho=tf.where(write, rho[:, None], memory.rho),
-      head=tf.where(where, (memory.head + 1) % num_pairs, memory.head),
+      s=shifted(memory.s, s), y=shifted(memory.y, y),
+      rho=shifted(memory.rho, rho),
       count=tf.where(where, tf.minimum(memory.count + 1, num_pairs),
                      memory.count))
 
@@ -61,29 +63,19 @@ def reset(memory, where):
       count=tf.where(where, tf.zeros_like(memory.count), memory.count))
 
 
-def chronological(memory):
-  """Returns `(s, y, valid)` as `[B, m, n]`, `[B, m, n]`, `[B, m]`.
-
-  Pairs are oldest first and right-aligned: position `p` holds a pair when
-  `p >= m - count`, and zeros otherwise (the TFP layout).
-  """
-  num_pairs = memory.s.shape[1]
+def _held(memory):
+  """`[m, B]` bool: which positions hold a pair."""
+  num_pairs = memory.s.shape[0]
   positions = tf.range(num_pairs, dtype=tf.int32)
-  slots = (memory.head[:, None] + positions[None, :]) % num_pairs
-  valid = positions[None, :] >= (num_pairs - memory.count)[:, None]
-  mask = tf.cast(valid, memory.s.dtype)[..., None]
-  s = tf.gather(memory.s, slots, batch_dims=1) * mask
-  y = tf.gather(memory.y, slots, batch_dims=1) * mask
-  return s, y, valid
+  return positions[:, None] >= (num_pairs - memory.count)[None, :]
 
 
 def to_deltas(memory, position_shape):
   """Returns `(position_deltas, gradient_deltas)` shaped `[m, ..., n]`."""
-  s, y, _ = chronological(memory)
-  shape = tf.concat([[memory.s.shape[1]], position_shape], axis=0)
-  s = tf.reshape(tf.transpose(s, [1, 0, 2]), shape)
-  y = tf.reshape(tf.transpose(y, [1, 0, 2]), shape)
-  return s, y
+  mask = tf.cast(_held(memory), memory.s.dtype)[..., None]
+  shape = tf.concat([[memory.s.shape[0]], position_shape], axis=0)
+  return (tf.reshape(memory.s * mask, shape),
+          tf.reshape(memory.y * mask, shape))
 
 
 def from_deltas(position_deltas, gradient_deltas, batch_size, n):
@@ -94,26 +86,23 @@ def from_deltas(position_deltas, gradient_deltas, batch_size, n):
   zero pairs) resume with the memory they ended with.
   """
   num_pairs = position_deltas.shape[0]
-  s = tf.transpose(tf.reshape(position_deltas, tf.stack([num_pairs, batch_size,
-                                                         n])), [1, 0, 2])
-  y = tf.transpose(tf.reshape(gradient_deltas, tf.stack([num_pairs, batch_size,
-                                                         n])), [1, 0, 2])
+  shape = tf.stack([num_pairs, batch_size, n])
+  s = tf.reshape(position_deltas, shape)
+  y = tf.reshape(gradient_deltas, shape)
   sy = tf.reduce_sum(s * y, axis=-1)
   usable = sy > 0
-  # Index of the first usable pair; num_pairs when there is none.
   positions = tf.range(num_pairs, dtype=tf.int32)
-  first = tf.reduce_min(
-      tf.where(usable, positions[None, :], num_pairs), axis=-1)
-  count = num_pairs - first
+  first = tf.reduce_min(tf.where(usable, positions[:, None], num_pairs),
+                        axis=0)
   rho = tf.where(usable, tf.math.divide_no_nan(tf.ones_like(sy), sy),
                  tf.zeros_like(sy))
-  return Memory(s=s, y=y, rho=rho, head=tf.zeros_like(count), count=count)
+  return Memory(s=s, y=y, rho=rho, count=num_pairs - first)
 
 
-def two_loop_direction(memory, gradient, initial_inverse_hessian=None):
+def direction(memory, gradient, initial_inverse_hessian=None):
   """Returns the L-BFGS search direction `-H_k g` by the two-loop recursion.
 
-  Algorithm 7.4 of Nocedal & Wright (2006), per member, newest pair first::
+  Algorithm 7.4 of Nocedal & Wright (2006), per member::
 
     q = g
     for i = k-1, ..., k-m:            # newest to oldest
@@ -124,9 +113,12 @@ def two_loop_direction(memory, gradient, initial_inverse_hessian=None):
     return -r
 
   Notation: `s_i` <-> `position_deltas`, `y_i` <-> `gradient_deltas`,
-  `rho_i = 1 / (s_i . y_i)`. The loops are unrolled over the `m` slots (a
-  static number) with unused slots masked to no-ops, so members holding
-  different numbers of pairs share one computation.
+  `rho_i = 1 / (s_i . y_i)`. Positions that hold no pair have `rho = 0` and
+  are exact no-ops, so members holding different numbers of pairs share one
+  computation. Each loop is a `tf.while_loop` over the `m` positions that
+  carries only `q` (or `r`): unrolling it in Python makes XLA's fusion
+  duplicate work along the dependent chain, and `tf.scan` would also stack
+  every intermediate vector.
 
   Args:
     memory: `Memory`.
@@ -138,27 +130,47 @@ def two_loop_direction(memory, gradient, initial_inverse_hessian=None):
   Returns:
     `[B, n]` direction.
   """
-  num_pairs = memory.s.shape[1]
-  q = gradient
-  pairs = []
-  for i in range(num_pairs):
-    slot = (memory.head - 1 - i) % num_pairs
-    s_i = tf.gather(memory.s, slot, batch_dims=1)
-    y_i = tf.gather(memory.y, slot, batch_dims=1)
-    rho_i = tf.gather(memory.rho, slot, batch_dims=1)
-    rho_i = tf.where(i < memory.count, rho_i, tf.zeros_like(rho_i))
-    alpha_i = rho_i * tf.reduce_sum(s_i * q, axis=-1)
-    q = q - alpha_i[:, None] * y_i
-    pairs.append((s_i, y_i, rho_i, alpha_i))
+  num_pairs = memory.s.shape[0]
+  rho = tf.where(_held(memory), memory.rho, tf.zeros_like(memory.rho))
+  s, y = memory.s, memory.y
+
+  def newest_to_oldest(i, q, alphas):
+    j = num_pairs - 1 - i
+    alpha = rho[j] * tf.reduce_sum(s[j] * q, axis=-1)
+    return i + 1, q - alpha[:, None] * y[j], alphas.write(j, alpha)
+
+  alphas = tf.TensorArray(gradient.dtype, size=num_pairs,
+                          element_shape=rho.shape[1:])
+  _, q, alphas = tf.while_loop(
+      lambda i, *_: i < num_pairs, newest_to_oldest,
+      (tf.constant(0), gradient, alphas), maximum_iterations=num_pairs)
   if initial_inverse_hessian is None:
-    s_new, y_new, _, _ = pairs[0]
-    gamma = tf.math.divide_no_nan(tf.reduce_sum(s_new * y_new, axis=-1),
-                                  tf.reduce_sum(y_new * y_new, axis=-1))
+    gamma = tf.math.divide_no_nan(
+        tf.math.divide_no_nan(tf.ones_like(rho[-1]), rho[-1]),
+        tf.reduce_sum(y[-1] * y[-1], axis=-1))
     gamma = tf.where(memory.count > 0, gamma, tf.ones_like(gamma))
     r = gamma[:, None] * q
   else:
     r = initial_inverse_hessian * q
-  for s_i, y_i, rho_i, alpha_i in reversed(pairs):
-    beta = rho_i * tf.reduce_sum(y_i * r, axis=-1)
-    r = r + s_i * (alpha_i - beta)[:, None]
+
+  def oldest_to_newest(i, r):
+    beta = rho[i] * tf.reduce_sum(y[i] * r, axis=-1)
+    return i + 1, r + s[i] * (alphas.read(i) - beta)[:, None]
+
+  _, r = tf.while_loop(lambda i, _: i < num_pairs, oldest_to_newest,
+                       (tf.constant(0), r), maximum_iterations=num_pairs)
   return -r
+
+
+def chronological(memory):
+  """Returns `(s, y, valid)` batch-major: `[B, m, n]`, `[B, m, n]`, `[B, m]`.
+
+  Oldest first and right-aligned, with zeros where no pair is held; for
+  algorithms that work on the stacked pairs of one member (L-BFGS-B's compact
+  representation).
+  """
+  held = _held(memory)
+  mask = tf.cast(held, memory.s.dtype)[..., None]
+  return (tf.transpose(memory.s * mask, [1, 0, 2]),
+          tf.transpose(memory.y * mask, [1, 0, 2]),
+          tf.transpose(held))

@@ -139,7 +139,7 @@ def unconstrained_strategy(initial_inverse_hessian=None):
 
   def direction(x, g, memory):
     del x
-    return _memory.two_loop_direction(memory, g, initial_inverse_hessian)
+    return _memory.direction(memory, g, initial_inverse_hessian)
 
   def max_step(x, d):
     del d

@@ -1,0 +1,140 @@
+"""Benchmark: tf_extopt.lbfgs_minimize against TFP and SciPy, in one process.
+
+Part 1 solves the standard problems of `tf_extopt.test_problems` with all
+three solvers at the same gradient tolerance and reports objective
+evaluations and success. Part 2 times a batch of 1000 Rosenbrock-10 problems
+in graph mode (`tf.function`) and under XLA (`jit_compile=True`); every
+compiled function is called once to trace and compile before timing.
+
+Run: python benchmarks/lbfgs_bench.py
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # pylint: disable=g-import-not-at-top
+import scipy.optimize
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import tf_extopt
+from tf_extopt import test_problems
+
+TOLERANCE = 1e-6
+
+
+def solved(value, gradient, problem, reference_value):
+  """Success: gradient below tolerance and the reference minimum reached."""
+  target = (problem.minimum_value if problem.minimum_value is not None
+            else reference_value)
+  return bool(np.max(np.abs(gradient)) <= TOLERANCE * 10
+              and abs(value - target) <= 1e-6 * (1 + abs(target)))
+
+
+def standard_problems():
+  rows = []
+  for problem in test_problems.PROBLEMS:
+    function = test_problems.value_and_gradients(problem.objective)
+    start = tf.constant(problem.start)
+    ours = tf.function(lambda x, f=function: tf_extopt.lbfgs_minimize(
+        f, x, tolerance=TOLERANCE, max_iterations=1000))(start)
+    theirs = tf.function(lambda x, f=function: tfp.optimizer.lbfgs_minimize(
+        f, x, tolerance=TOLERANCE, max_iterations=1000))(start)
+    reference = scipy.optimize.minimize(
+        test_problems.numpy_function(problem.objective), problem.start,
+        jac=True, method="L-BFGS-B",
+        options={"gtol": TOLERANCE, "ftol": 0, "maxiter": 1000})
+    rows.append({
+        "name": problem.name,
+        "n": problem.start.size,
+        "ours": int(ours.num_objective_evaluations),
+        "scipy": int(reference.nfev),
+        "tfp": int(theirs.num_objective_evaluations),
+        "ours_ok": solved(float(ours.objective_value),
+                          ours.objective_gradient.numpy(), problem,
+                          reference.fun),
+        "scipy_ok": solved(reference.fun, reference.jac, problem,
+                           reference.fun),
+        "tfp_ok": solved(float(theirs.objective_value),
+                         theirs.objective_gradient.numpy(), problem,
+                         reference.fun),
+    })
+  return rows
+
+
+def print_problem_table(rows):
+  mark = {True: "yes", False: "NO"}
+  print(f"### Objective evaluations to gradient sup-norm <= {TOLERANCE:g}\n")
+  print("| problem | n | tf_extopt | SciPy L-BFGS-B | TFP | ours/SciPy "
+        "| ours/TFP | solved (ours/SciPy/TFP) |")
+  print("|---|---:|---:|---:|---:|---:|---:|---|")
+  for r in rows:
+    print(f"| {r['name']} | {r['n']} | {r['ours']} | {r['scipy']} | "
+          f"{r['tfp']} | {r['ours'] / r['scipy']:.2f} | "
+          f"{r['ours'] / r['tfp']:.2f} | {mark[r['ours_ok']]}/"
+          f"{mark[r['scipy_ok']]}/{mark[r['tfp_ok']]} |")
+  med = lambda key: statistics.median(r[key] for r in rows)
+  print(f"| **median** | | **{med('ours'):g}** | **{med('scipy'):g}** | "
+        f"**{med('tfp'):g}** | "
+        f"**{statistics.median(r['ours'] / r['scipy'] for r in rows):.2f}** | "
+        f"**{statistics.median(r['ours'] / r['tfp'] for r in rows):.2f}** | "
+        f"{sum(r['ours_ok'] for r in rows)}/{len(rows)} solved by tf_extopt |")
+  print()
+
+
+def timed(function, argument, repeats):
+  function(argument)  # Trace and compile.
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    results = function(argument)
+    results.position.numpy()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times), results
+
+
+def batched_rosenbrock(batch_size, repeats):
+  rosenbrock = test_problems.value_and_gradients(test_problems._rosenbrock)
+  starts = tf.constant(np.random.RandomState(0).uniform(
+      -2.0, 2.0, (batch_size, 10)))
+  print(f"### A batch of {batch_size} Rosenbrock-10 problems "
+        f"(tolerance {TOLERANCE:g}; median of {repeats} timed calls after "
+        "one compiling call)\n")
+  print("| mode | solver | time | TFP / tf_extopt | batched evaluations "
+        "| converged |")
+  print("|---|---|---:|---:|---:|---:|")
+  for mode, jit in (("graph (tf.function)", False),
+                    ("XLA (jit_compile=True)", True)):
+    measured = {}
+    for label, solver in (("TFP", tfp.optimizer.lbfgs_minimize),
+                          ("tf_extopt", tf_extopt.lbfgs_minimize)):
+      compiled = tf.function(
+          lambda x, s=solver: s(rosenbrock, x, tolerance=TOLERANCE,
+                                max_iterations=1000), jit_compile=jit)
+      measured[label] = timed(compiled, starts, repeats)
+    for label in ("TFP", "tf_extopt"):
+      seconds, results = measured[label]
+      ratio = measured["TFP"][0] / seconds
+      print(f"| {mode} | {label} | {seconds * 1e3:.0f} ms | {ratio:.2f}x | "
+            f"{int(results.num_objective_evaluations)} | "
+            f"{int(np.sum(results.converged.numpy()))}/{batch_size} |")
+  print()
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--batch-size", type=int, default=1000)
+  parser.add_argument("--repeats", type=int, default=5)
+  args = parser.parse_args()
+  print(f"TensorFlow {tf.__version__}, TFP {tfp.__version__}, "
+        f"SciPy {scipy.__version__}\n")
+  print_problem_table(standard_problems())
+  batched_rosenbrock(args.batch_size, args.repeats)
+
+
+if __name__ == "__main__":
+  main()
