@@ -20,6 +20,17 @@ Deliberate differences from `ScipyOptimizerInterface`:
   `initial_inverse_hessian_estimate`.
 * The result's `nit`/`nfev` come from `lbfgs_minimize`'s counters, and
   `lbfgs_results` holds the final `LBfgsOptimizerResults`.
+* A run costs one compiled loss-and-gradient call at the start point, then
+  one compiled solver call (eager) or one `session.run` (graph mode) per
+  chunk, then one assignment of the result to the variables.
+
+Graph mode (`tf.compat.v1` sessions, also under `disable_v2_behavior()`):
+the loss Tensor cannot be re-evaluated inside a `tf.while_loop`, so the part
+of the graph between the variables and the loss is imported again into the
+loop body with the variables' reads replaced by the iterate; placeholders,
+constants and other inputs that do not depend on the variables are captured
+unchanged, so `feed_dict` applies as usual. The solver ops are built once,
+at construction; `minimize` adds no ops.
 """
 
 import contextlib
