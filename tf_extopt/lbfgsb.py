@@ -7,7 +7,6 @@ from tf_extopt import _cauchy
 from tf_extopt import _compact
 from tf_extopt import _convergence
 from tf_extopt import _driver
-from tf_extopt import _memory
 from tf_extopt import _subspace
 from tf_extopt import lbfgs
 
@@ -271,6 +270,8 @@ def bounded_strategy(lower, upper):
   boxed = tf.reduce_all(
       tf.math.is_finite(lower) & tf.math.is_finite(upper), axis=-1)
 
+  plain_strategy = lbfgs.unconstrained_strategy()
+
   def project(x):
     return tf.clip_by_value(x, lower, upper)
 
@@ -285,7 +286,7 @@ def bounded_strategy(lower, upper):
     # A singular system: NaN makes the driver drop the memory and recompute.
     ok = compact.ok & (ok | ~use_subspace)
     d = tf.where(ok[:, None], d, tf.constant(np.nan, x.dtype))
-    plain = _memory.two_loop_direction(memory, g)
+    plain = plain_strategy.direction(x, g, memory)
     return tf.where(unbounded[:, None], plain, d)
 
   def max_step(x, d):

@@ -1,0 +1,482 @@
+"""Tests for `tf_extopt.lbfgsb_minimize`.
+
+Every problem is compared with SciPy's L-BFGS-B on the same data: same
+minimiser (within the dtype's tolerance) and same active set (which variables
+sit at which bound). The problems run as one mixed batch, each member with
+its own box, in every regime (eager, tf.function, XLA) and dtype; the compiled
+functions are built once per regime and dtype and reused. Then: the
+unconstrained case against `lbfgs_minimize`, projection of the start, shapes,
+warm start, non-finite values, and every bad input with its error.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+import scipy.optimize
+import tensorflow as tf
+
+import tf_extopt
+from tf_extopt import test_problems
+
+N = 4
+REGIMES = ("eager", "function", "xla")
+DTYPES = (np.float32, np.float64)
+# Distance to the SciPy minimiser, and to a bound to count as "at" it. In
+# float32 Rosenbrock's gradient carries noise of ~1e-4 near the minimum, so
+# its tolerance is 1e-3 and its flat valley (f ~ 1e-5 a distance 1e-2 away)
+# gets a looser position check.
+ATOL = {np.float32: 2e-3, np.float64: 1e-6}
+ROSENBROCK_ATOL = {np.float32: 2e-2, np.float64: 1e-6}
+BOUND_ATOL = {np.float32: 1e-5, np.float64: 1e-9}
+TOLERANCE = {np.float32: 1e-3, np.float64: 1e-9}
+ROSENBROCK, QUADRATIC = 0, 1
+
+
+def _random_qp(seed, push=1.0):
+  """A well-conditioned convex QP `1/2 x'Ax + b'x`, a random box and start."""
+  rng = np.random.RandomState(seed)
+  q = rng.randn(N, N)
+  a = q @ q.T + N * np.eye(N)
+  b = push * 4.0 * rng.randn(N)
+  lower = -rng.uniform(0.1, 1.0, N)
+  upper = rng.uniform(0.1, 1.0, N)
+  start = rng.uniform(lower, upper)
+  return a, b, lower, upper, start
+
+
+def _problems():
+  """name -> (kind, A, b, lower, upper, start), all float64 NumPy."""
+  zeros, eye = np.zeros(N), np.eye(N)
+  problems = {
+      # x_1 <= 0.8 is active at the optimum, every other bound is not.
+      "rosenbrock_one_active": (
+          ROSENBROCK, eye, zeros, np.array([-1.5, -1.0, -1.0, -1.0]),
+          np.array([0.8, 2.0, 2.0, 2.0]), np.array([-1.2, 1.0, -1.2, 1.0])),
+      # The box holds the unconstrained minimiser: no bound active.
+      "rosenbrock_inactive": (
+          ROSENBROCK, eye, zeros, np.full(N, -2.0), np.full(N, 2.0),
+          np.array([-1.2, 1.0, -1.2, 1.0])),
+      # One-sided bounds only, one of them active.
+      "rosenbrock_lower_only": (
+          ROSENBROCK, eye, zeros, np.array([-np.inf, 1.2, -np.inf, -np.inf]),
+          np.full(N, np.inf), np.array([-1.2, 1.5, -1.2, 1.0])),
+  }
+  for seed in range(3):
+    a, b, lower, upper, start = _random_qp(seed)
+    problems[f"qp_{seed}"] = (QUADRATIC, a, b, lower, upper, start)
+  # Every variable at a bound: the unconstrained minimiser is far outside
+  # the box in every coordinate, at a different corner for each sign of b.
+  a, _, lower, upper, start = _random_qp(10)
+  b = 50.0 * np.array([1.0, -1.0, 1.0, -1.0])
+  problems["qp_all_at_bounds"] = (QUADRATIC, a, b, lower, upper, start)
+  # A fixed variable (lower == upper) and a start outside the box.
+  a, b, lower, upper, start = _random_qp(20)
+  lower[2] = upper[2] = 0.25
+  start = np.array([3.0, -3.0, 0.0, 0.1])
+  problems["qp_fixed_and_outside_start"] = (QUADRATIC, a, b, lower, upper,
+                                            start)
+  return problems
+
+
+PROBLEMS = _problems()
+NAMES = sorted(PROBLEMS)
+
+
+def _stack(names):
+  kinds, a, b, lower, upper, start = zip(*(PROBLEMS[k] for k in names))
+  return (np.array(kinds), np.stack(a), np.stack(b), np.stack(lower),
+          np.stack(upper), np.stack(start))
+
+
+def mixed_objective(kinds, a, b):
+  """A batch `[B, n] -> [B]` whose member i is Rosenbrock or QP i."""
+
+  def objective(x):
+    dtype = x.dtype
+    a_ = tf.constant(a, dtype)
+    b_ = tf.constant(b, dtype)
+    quadratic = (0.5 * tf.reduce_sum(x * tf.linalg.matvec(a_, x), axis=-1)
+                 + tf.reduce_sum(b_ * x, axis=-1))
+    rosenbrock = test_problems._rosenbrock(x)
+    return tf.where(tf.equal(kinds, ROSENBROCK), rosenbrock, quadratic)
+
+  return test_problems.value_and_gradients(objective)
+
+
+def scipy_solve(name):
+  kind, a, b, lower, upper, start = PROBLEMS[name]
+  if kind == ROSENBROCK:
+    fun = lambda x: (scipy.optimize.rosen(x), scipy.optimize.rosen_der(x))
+  else:
+    fun = lambda x: (0.5 * x @ a @ x + b @ x, a @ x + b)
+  bounds = [(None if np.isinf(lo) else lo, None if np.isinf(hi) else hi)
+            for lo, hi in zip(lower, upper)]
+  return scipy.optimize.minimize(
+      fun, start, jac=True, method="L-BFGS-B", bounds=bounds,
+      options=dict(ftol=0.0, gtol=1e-10, maxiter=1000, maxls=50))
+
+
+@functools.lru_cache(maxsize=None)
+def scipy_result(name):
+  return scipy_solve(name)
+
+
+def active_set(x, lower, upper, atol):
+  """-1 at the lower bound, +1 at the upper bound, 0 inside."""
+  return np.where(np.abs(x - lower) <= atol * (1 + np.abs(lower)), -1,
+                  np.where(np.abs(x - upper) <= atol * (1 + np.abs(upper)),
+                           1, 0))
+
+
+@functools.lru_cache(maxsize=None)
+def solver(regime, dtype):
+  """The mixed-batch solver for a regime and dtype, built once."""
+  kinds, a, b, lower, upper, _ = _stack(NAMES)
+  function = mixed_objective(kinds, a, b)
+
+  def call(x):
+    return tf_extopt.lbfgsb_minimize(
+        function, x, lower_bounds=lower.astype(dtype),
+        upper_bounds=upper.astype(dtype), tolerance=TOLERANCE[dtype],
+        max_iterations=200)
+
+  if regime == "eager":
+    return call
+  return tf.function(call, jit_compile=regime == "xla")
+
+
+@functools.lru_cache(maxsize=None)
+def mixed_batch_results(regime, dtype):
+  start = _stack(NAMES)[-1].astype(dtype)
+  results = solver(regime, dtype)(tf.constant(start))
+  return tf.nest.map_structure(lambda t: t.numpy(), results)
+
+
+def check_member(results, index, name, dtype):
+  kind, a, b, lower, upper, start = PROBLEMS[name]
+  reference = scipy_result(name)
+  assert reference.success, reference.message
+  position = results.position[index]
+  assert not results.failed[index], name
+  assert np.all(position >= lower.astype(dtype))
+  assert np.all(position <= upper.astype(dtype))
+  atol = (ROSENBROCK_ATOL if kind == ROSENBROCK else ATOL)[dtype]
+  np.testing.assert_allclose(position, reference.x, atol=atol, err_msg=name)
+  np.testing.assert_array_equal(
+      active_set(position, lower, upper, BOUND_ATOL[dtype]),
+      active_set(reference.x, lower, upper, 1e-9), err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("name", NAMES)
+def test_same_minimiser_and_active_set_as_scipy(name, regime, dtype):
+  """Each problem, as one member of the mixed batch, against SciPy."""
+  results = mixed_batch_results(regime, dtype)
+  index = NAMES.index(name)
+  check_member(results, index, name, dtype)
+  if dtype == np.float64:
+    assert results.converged[index], name
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("regime", REGIMES)
+def test_mixed_batch_all_members(regime, dtype):
+  """The whole mixed batch: every member solved, each with its own box."""
+  results = mixed_batch_results(regime, dtype)
+  for index, name in enumerate(NAMES):
+    check_member(results, index, name, dtype)
+  assert not results.failed.any()
+  # Converged means a stopping test fired: the projected gradient one, or no
+  # change at all in x or f (the zero default x/f tolerances) once roundoff
+  # stalls the last digits. Either way the projected gradient is small.
+  assert results.converged.all()
+  _, _, _, lower, upper, _ = _stack(NAMES)
+  x, g = results.position, results.objective_gradient
+  projected = np.clip(x - g, lower.astype(dtype), upper.astype(dtype)) - x
+  # (float32: Rosenbrock's gradient is 400 x (x^2 - y) + ..., whose roundoff
+  # alone is ~1e-4, amplified along the valley before f stops changing.)
+  assert np.max(np.abs(projected)) <= (1e-6 if dtype == np.float64 else 5e-2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_regimes_agree(dtype):
+  """tf.function and XLA follow eager's path (XLA up to fused roundoff)."""
+  eager = mixed_batch_results("eager", dtype)
+  function = mixed_batch_results("function", dtype)
+  xla = mixed_batch_results("xla", dtype)
+  # Graph-mode kernels may round differently from eager ones; in float32
+  # Rosenbrock's flat valley turns that into visible differences.
+  np.testing.assert_allclose(function.position, eager.position,
+                             atol=ROSENBROCK_ATOL[dtype])
+  np.testing.assert_allclose(xla.position, eager.position,
+                             atol=ROSENBROCK_ATOL[dtype])
+
+
+def mixed_objective_from_tensors(kinds, a, b):
+  """As `mixed_objective`, with the data as (traced) tensors."""
+
+  def objective(x):
+    quadratic = (0.5 * tf.reduce_sum(x * tf.linalg.matvec(a, x), axis=-1)
+                 + tf.reduce_sum(b * x, axis=-1))
+    return tf.where(tf.equal(kinds, ROSENBROCK),
+                    test_problems._rosenbrock(x), quadratic)
+
+  return test_problems.value_and_gradients(objective)
+
+
+@tf.function(input_signature=[
+    tf.TensorSpec([1], tf.int64), tf.TensorSpec([1, N, N], tf.float64)]
+    + [tf.TensorSpec([1, N], tf.float64)] * 4)
+def solve_one(kinds, a, b, lower, upper, start):
+  return tf_extopt.lbfgsb_minimize(
+      mixed_objective_from_tensors(kinds, a, b), start, lower, upper,
+      tolerance=TOLERANCE[np.float64], max_iterations=200)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_alone_equals_in_batch_and_tracks_scipy_evaluations(name):
+  """A member's path does not depend on the batch; counts track SciPy's."""
+  data = [tf.constant(v) for v in _stack([name])]
+  results = solve_one(*data)
+  batch = mixed_batch_results("function", np.float64)
+  index = NAMES.index(name)
+  np.testing.assert_allclose(results.position.numpy()[0],
+                             batch.position[index], atol=1e-12)
+  assert results.converged.numpy()[0]
+  reference = scipy_result(name)
+  # SciPy stops a little later (gtol 1e-10); ours may use a few more on the
+  # first iteration (no unit cap on the first step).
+  assert results.num_objective_evaluations.numpy() <= 1.5 * reference.nfev + 3
+
+
+def in_graph(call, *args):
+  """Runs `call(*args)` in a tf.function (much faster than eager here)."""
+  return tf.nest.map_structure(lambda t: t.numpy(), tf.function(call)(*args))
+
+
+def test_unbounded_matches_lbfgs_minimize():
+  """No bounds (None, or all infinite): exactly `lbfgs_minimize`. In a batch
+  with bounded members, an unbounded member takes the same path."""
+  function = test_problems.value_and_gradients(test_problems._rosenbrock)
+  start = tf.constant(np.array([[-1.2, 1.0, -1.2, 1.0],
+                                [0.5, 0.5, 0.5, 0.5]]))
+  plain = in_graph(lambda x: tf_extopt.lbfgs_minimize(
+      function, x, tolerance=1e-9, max_iterations=200), start)
+  for lower, upper in ((None, None), (-np.inf, np.inf),
+                       (np.full(N, -np.inf), None)):
+    bounded = in_graph(lambda x: tf_extopt.lbfgsb_minimize(
+        function, x, lower, upper, tolerance=1e-9, max_iterations=200),
+                       start)
+    np.testing.assert_array_equal(bounded.position, plain.position)
+    assert (bounded.num_objective_evaluations
+            == plain.num_objective_evaluations)
+    assert bounded.num_iterations == plain.num_iterations
+    np.testing.assert_array_equal(bounded.converged, plain.converged)
+
+  mixed = in_graph(lambda x: tf_extopt.lbfgsb_minimize(
+      function, x, [np.full(N, -np.inf), np.full(N, -1.5)],
+      [np.full(N, np.inf), np.full(N, 0.8)], tolerance=1e-9,
+      max_iterations=200), start)
+  np.testing.assert_allclose(mixed.position[0], plain.position[0],
+                             atol=1e-12)
+  assert mixed.converged.all()
+  assert mixed.position[1, 0] == 0.8
+
+
+def test_start_outside_box_is_projected():
+  """Starting outside the box is starting from its projection."""
+  _, _, _, lower, upper, start = _stack(NAMES)
+  outside = start + np.where(np.arange(N) % 2 == 0, 10.0, -10.0)
+  assert np.any(outside < lower) and np.any(outside > upper)
+  solve = solver("function", np.float64)
+  far = solve(tf.constant(outside))
+  clipped = solve(tf.constant(np.clip(outside, lower, upper)))
+  np.testing.assert_array_equal(far.position.numpy(),
+                                clipped.position.numpy())
+  assert (far.num_objective_evaluations.numpy()
+          == clipped.num_objective_evaluations.numpy())
+
+
+def test_bounds_broadcast_over_batch_shape():
+  """Position [2, 3, n]; bounds [n], [3, n] (per member of the inner axis)
+  and scalars all broadcast; the function sees the position's shape."""
+  target = np.linspace(-2.0, 2.0, N)
+  seen = []
+
+  def function(x):
+    seen.append(x.shape)
+    value = tf.reduce_sum((x - target) ** 2, axis=-1)
+    return value, 2.0 * (x - target)
+
+  start = np.zeros((2, 3, N))
+  upper = np.stack([np.full(N, 0.5), np.full(N, 1.0), np.full(N, 3.0)])
+  results = tf_extopt.lbfgsb_minimize(function, tf.constant(start), -1.0,
+                                      upper, tolerance=1e-10)
+  expected = np.clip(target, -1.0, upper)
+  np.testing.assert_allclose(results.position.numpy(),
+                             np.broadcast_to(expected, (2, 3, N)), atol=1e-9)
+  assert results.converged.numpy().shape == (2, 3)
+  assert all(shape == (2, 3, N) for shape in seen)
+
+
+def test_list_bounds_with_none_entries():
+  """SciPy-style per-variable `None` means no bound on that variable."""
+  function = test_problems.value_and_gradients(
+      lambda x: tf.reduce_sum((x - 2.0) ** 2, axis=-1))
+  results = tf_extopt.lbfgsb_minimize(
+      function, tf.zeros(3, tf.float64), lower_bounds=[0.0, None, 0.0],
+      upper_bounds=[1.0, None, 5.0], tolerance=1e-10)
+  np.testing.assert_allclose(results.position.numpy(), [1.0, 2.0, 2.0],
+                             atol=1e-9)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["function", "xla"])
+def test_dynamic_batch_shape(jit_compile):
+  kinds, a, b, lower, upper, start = _stack(["qp_0", "qp_1"])
+  function = test_problems.value_and_gradients(
+      lambda x: 0.5 * tf.reduce_sum(x * tf.linalg.matvec(a[0], x), axis=-1)
+      + tf.reduce_sum(b[0] * x, axis=-1))
+
+  @tf.function(jit_compile=jit_compile,
+               input_signature=[tf.TensorSpec([None, N], tf.float64)] * 3)
+  def solve(x, lower, upper):
+    return tf_extopt.lbfgsb_minimize(function, x, lower, upper,
+                                     tolerance=1e-10)
+
+  for size in (1, 3):
+    lo = np.resize(lower, (size, N))
+    hi = np.resize(upper, (size, N))
+    x0 = np.resize(start, (size, N))
+    results = solve(tf.constant(x0), tf.constant(lo), tf.constant(hi))
+    for i in range(size):
+      reference = scipy.optimize.minimize(
+          lambda x: (0.5 * x @ a[0] @ x + b[0] @ x, a[0] @ x + b[0]), x0[i],
+          jac=True, method="L-BFGS-B", bounds=list(zip(lo[i], hi[i])),
+          options=dict(ftol=0, gtol=1e-10))
+      np.testing.assert_allclose(results.position.numpy()[i], reference.x,
+                                 atol=1e-7)
+
+
+def test_warm_start_in_two_pieces_equals_one_run():
+  kinds, a, b, lower, upper, start = _stack(NAMES)
+  function = mixed_objective(kinds, a, b)
+  kwargs = dict(lower_bounds=lower, upper_bounds=upper, tolerance=1e-9)
+
+  @tf.function
+  def solve(x, max_iterations):
+    return tf_extopt.lbfgsb_minimize(function, x,
+                                     max_iterations=max_iterations, **kwargs)
+
+  @tf.function
+  def resume(previous, max_iterations):
+    return tf_extopt.lbfgsb_minimize(function, None,
+                                     previous_optimizer_results=previous,
+                                     max_iterations=max_iterations, **kwargs)
+
+  whole = solve(tf.constant(start), tf.constant(40))
+  first = solve(tf.constant(start), tf.constant(15))
+  second = resume(first, tf.constant(40))
+  np.testing.assert_allclose(second.position.numpy(), whole.position.numpy(),
+                             atol=1e-12)
+  assert (second.num_objective_evaluations.numpy()
+          >= whole.num_objective_evaluations.numpy())
+
+
+def test_fields_match_lbfgs_minimize():
+  assert tf_extopt.LBfgsOptimizerResults._fields == (
+      "converged", "failed", "num_iterations", "num_objective_evaluations",
+      "position", "objective_value", "objective_gradient", "position_deltas",
+      "gradient_deltas")
+  function = test_problems.value_and_gradients(
+      lambda x: tf.reduce_sum(x ** 2, axis=-1))
+  results = tf_extopt.lbfgsb_minimize(function, tf.ones([2, 3], tf.float32),
+                                      0.5, 2.0, num_correction_pairs=4)
+  assert isinstance(results, tf_extopt.LBfgsOptimizerResults)
+  assert results.position_deltas.shape == (4, 2, 3)
+  assert results.converged.shape == (2,)
+  np.testing.assert_allclose(results.position.numpy(), 0.5)
+
+
+def test_non_finite_trial_shrinks_and_non_finite_start_fails():
+  """Outside x < 1.5 the objective is NaN; the box allows up to 3."""
+
+  def function(x):
+    value = tf.reduce_sum((x - 2.0) ** 2, axis=-1)
+    value = tf.where(tf.reduce_any(x > 1.5, axis=-1),
+                     tf.constant(np.nan, x.dtype), value)
+    return value, 2.0 * (x - 2.0)
+
+  results = tf_extopt.lbfgsb_minimize(
+      function, tf.constant([[0.0, 0.0], [np.nan, 0.0]]), 0.0, 3.0,
+      tolerance=1e-8, max_iterations=30)
+  assert not results.failed.numpy()[0]
+  assert np.all(results.position.numpy()[0] <= 1.5)
+  assert np.isfinite(results.objective_value.numpy()[0])
+  assert results.failed.numpy()[1]
+
+
+# --- Bad input -------------------------------------------------------------
+
+def _quadratic(x):
+  return tf.reduce_sum(x ** 2, axis=-1), 2.0 * x
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(lower_bounds=[1.0, 2.0, 3.0], upper_bounds=[2.0, 1.0, 4.0]),
+     ValueError, r"`lower_bounds` must be <= `upper_bounds`.*index \(1,\)"),
+    (dict(lower_bounds=np.zeros(4)), ValueError,
+     r"`lower_bounds` of shape \(4,\) does not broadcast.*\(2, 3\)"),
+    (dict(upper_bounds=np.zeros((5, 2, 3))), ValueError,
+     r"`upper_bounds` of shape \(5, 2, 3\) does not broadcast"),
+    (dict(lower_bounds=[0.0, np.nan, 0.0]), ValueError,
+     r"`lower_bounds` must not contain NaN"),
+    (dict(lower_bounds=np.inf), ValueError,
+     r"`lower_bounds` must not contain inf"),
+    (dict(upper_bounds=-np.inf), ValueError,
+     r"`upper_bounds` must not contain -inf"),
+    (dict(upper_bounds="high"), TypeError, r"`upper_bounds` must be None or"),
+    (dict(lower_bounds=tf.constant([True, False, True])), TypeError,
+     r"`lower_bounds` must be a real Tensor"),
+    (dict(tolerance=-1.0), ValueError, r"`tolerance` must be non-negative"),
+    (dict(num_correction_pairs=0), ValueError,
+     r"`num_correction_pairs` must be >= 1"),
+    (dict(max_line_search_iterations=1.5), TypeError,
+     r"`max_line_search_iterations` must be a Python integer"),
+    (dict(stopping_condition=3), TypeError,
+     r"`stopping_condition` must be callable"),
+])
+def test_bad_input_raises_eagerly(kwargs, error, match):
+  with pytest.raises(error, match=match):
+    tf_extopt.lbfgsb_minimize(_quadratic, tf.ones([2, 3], tf.float64),
+                              **kwargs)
+
+
+def test_bad_positions_and_functions():
+  with pytest.raises(ValueError, match="Exactly one of `initial_position`"):
+    tf_extopt.lbfgsb_minimize(_quadratic, None, 0.0, 1.0)
+  with pytest.raises(TypeError, match="`initial_position` must have a "
+                     "floating dtype"):
+    tf_extopt.lbfgsb_minimize(_quadratic, tf.ones([3], tf.int32), 0.0, 1.0)
+  with pytest.raises(TypeError, match="returned a value of dtype float32"):
+    tf_extopt.lbfgsb_minimize(
+        lambda x: (tf.zeros([], tf.float32), x), tf.ones([3], tf.float64),
+        0.0, 1.0)
+
+
+def test_lower_above_upper_in_graph_mode_asserts():
+  @tf.function(input_signature=[tf.TensorSpec([3], tf.float64)] * 2)
+  def solve(lower, upper):
+    return tf_extopt.lbfgsb_minimize(_quadratic, tf.ones([3], tf.float64),
+                                     lower, upper).position
+
+  np.testing.assert_allclose(solve(tf.zeros(3, tf.float64),
+                                   tf.ones(3, tf.float64)), 0.0)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="`lower_bounds` must be <= `upper_bounds`"):
+    solve(tf.constant([0.0, 2.0, 0.0], tf.float64), tf.ones(3, tf.float64))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match="`lower_bounds` must not contain NaN or inf"):
+    solve(tf.constant([0.0, np.inf, 0.0], tf.float64),
+          tf.constant([1.0, np.inf, 1.0], tf.float64))
