@@ -17,7 +17,10 @@ weights, in the same process:
 Target (issue 4): on the 256 x 16 model the on-device path is at least 2x
 faster per iteration than the SciPy path.
 
-Run: python benchmarks/keras_bench.py [--maxiter 50] [--repeats 3] [--jit]
+Rows: SciPy (the baseline), ours as built by default, and ours with
+`jit_compile=True` (XLA; skip with `--no-jit`).
+
+Run: python benchmarks/keras_bench.py [--maxiter 50] [--repeats 3] [--no-jit]
 """
 
 import argparse
@@ -127,8 +130,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--maxiter", type=int, default=50)
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--jit", action="store_true",
-                      help="add an XLA-compiled LbfgsOptimizerInterface row")
+  parser.add_argument("--no-jit", action="store_true",
+                      help="skip the XLA-compiled LbfgsOptimizerInterface row")
   args = parser.parse_args()
   print("%d iterations (no tolerance stop), median of %d runs; TF %s, Keras "
         "%s, SciPy %s; %d CPU cores visible\n" %
@@ -140,7 +143,7 @@ def main():
   print("|---|---|---:|---:|---:|---:|---:|---:|")
   for samples, width in ((4096, 64), (256, 16)):
     n_params, budget, rows = bench(samples, width, args.maxiter,
-                                   args.repeats, args.jit)
+                                   args.repeats, not args.no_jit)
     for name, nit, nfev, ms_it, ms_ev, speedup, loss in rows:
       print("| %d x %d (%d) | %s | %d | %d | %.3f | %.3f | %.2fx | %.4e "
             "(%d) |" % (samples, width, n_params, name, nit, nfev, ms_it,
