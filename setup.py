@@ -22,12 +22,14 @@ setuptools.setup(
         "scipy",
     ],
     extras_require={
-        # Test oracles only: TFP (which needs tf-keras to import under
-        # Keras 3) and tf-keras models; never imported by the package.
+        # Test-only: TFP as an oracle (it needs tf-keras to import under
+        # Keras 3), tf-keras models, and tensorboard for Keras' TensorBoard
+        # callback; none is imported by the package itself.
         "test": [
             "pytest",
             "tensorflow-probability>=0.24",
             "tf-keras",
+            "tensorboard",
         ],
         "bench": ["tensorflow-probability>=0.24", "tf-keras", "gpflow"],
         "examples": ["matplotlib"],
