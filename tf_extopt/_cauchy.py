@@ -80,7 +80,11 @@ def generalized_cauchy_point(x, g, lower, upper, compact):
   num_breaks = tf.reduce_sum(tf.cast(breakpoint_ < inf, tf.int32), axis=-1)
   num_moving = tf.reduce_sum(tf.cast(tf.not_equal(d, 0), tf.int32), axis=-1)
   order = tf.argsort(breakpoint_, axis=-1, stable=True)
-  sorted_breaks = tf.gather(breakpoint_, order, batch_dims=1)
+  sorted_breaks = tf.sort(breakpoint_, axis=-1)
+  # Infinite bounds never get picked as a breakpoint's bound, but 0 * inf
+  # in the one-hot reductions would be NaN.
+  finite_lower = tf.where(tf.math.is_finite(lower), lower, zero)
+  finite_upper = tf.where(tf.math.is_finite(upper), upper, zero)
 
   p = _matvec(tf.linalg.matrix_transpose(w), d)        # W^T d, [B, 2m]
   c = tf.zeros_like(p)
@@ -104,20 +108,22 @@ def generalized_cauchy_point(x, g, lower, upper, compact):
     return (k < n) & tf.reduce_any(~done)
 
   def body(k, done, tsum, f1, f2, dtm, p, c, d, hit):
-    b = order[:, k]
+    # Row b of each member's tensors, by one-hot reductions (XLA's CPU gather
+    # with batch dimensions is far slower).
+    pick_b = tf.one_hot(order[:, k], n, dtype=dtype)           # [B, n]
     live = ~done & (k < num_breaks)
     dt = sorted_breaks[:, k] - tsum
     stop = live & (dtm < dt)
     fix = live & ~stop
 
-    d_b = tf.gather(d, b, batch_dims=1)
-    x_b = tf.gather(x, b, batch_dims=1)
-    bound_b = tf.where(d_b > 0, tf.gather(upper, b, batch_dims=1),
-                       tf.gather(lower, b, batch_dims=1))
+    d_b = _dot(d, pick_b)
+    x_b = _dot(x, pick_b)
+    bound_b = tf.where(d_b > 0, _dot(finite_upper, pick_b),
+                       _dot(finite_lower, pick_b))
     z_b = tf.where(fix, bound_b - x_b, tf.zeros_like(x_b))
     d_b = tf.where(fix, d_b, tf.zeros_like(d_b))
     dt = tf.where(fix, dt, tf.zeros_like(dt))
-    w_b = tf.gather(w, b, batch_dims=1)                 # [B, 2m]
+    w_b = tf.einsum("bn,bnk->bk", pick_b, w)                  # [B, 2m]
     new_c = c + dt[:, None] * p
     v = _matvec(m, w_b)
     new_f1 = (f1 + dt * f2 + d_b * d_b - theta * d_b * z_b
@@ -126,7 +132,7 @@ def generalized_cauchy_point(x, g, lower, upper, compact):
               - d_b * d_b * _dot(w_b, v))
     new_f2 = tf.maximum(eps * f2_org, new_f2)
     new_p = p - d_b[:, None] * w_b
-    fixed_now = tf.one_hot(b, n, on_value=True, off_value=False) & fix[:, None]
+    fixed_now = (pick_b > 0) & fix[:, None]
     moving_left = num_moving > k + 1
     new_dtm = tf.where(moving_left, minimiser(new_f1, new_f2),
                        tf.zeros_like(dtm))

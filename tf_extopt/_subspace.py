@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from tf_extopt import _compact
 
-__all__ = ["subspace_minimum"]
+__all__ = ["subspace_minimum", "newton_step", "bring_inside"]
 
 
 def _dot(a, b):
@@ -32,7 +32,13 @@ def _dot(a, b):
 
 
 def subspace_minimum(x, g, lower, upper, compact, cauchy):
-  """Returns the subspace minimiser `x^` inside the box, and `ok`.
+  """Returns the subspace minimiser `x^` inside the box, and `ok`."""
+  du, ok = newton_step(x, g, compact, cauchy)
+  return bring_inside(x, g, lower, upper, cauchy, du), ok
+
+
+def newton_step(x, g, compact, cauchy):
+  """Returns `(d^u, ok)`: the unconstrained step from `x^c` over the free set.
 
   Args:
     x: `[B, n]` current point.
@@ -42,8 +48,8 @@ def subspace_minimum(x, g, lower, upper, compact, cauchy):
     cauchy: `_cauchy.CauchyPoint`.
 
   Returns:
-    `(x_bar [B, n], ok [B] bool)`; `ok` is false where the reduced system was
-    numerically singular.
+    `(du [B, n], ok [B] bool)`; `du` is zero on fixed variables; `ok` is false
+    where the reduced system was numerically singular.
   """
   theta, w, m = compact.theta, compact.w, compact.m
   free = cauchy.free
@@ -61,8 +67,17 @@ def subspace_minimum(x, g, lower, upper, compact, cauchy):
                          tf.linalg.matvec(m, wz_r)[..., None])
   du = (r / theta[:, None]
         + tf.linalg.matvec(wz, v[..., 0]) / (theta * theta)[:, None])
-  du = du * freef
+  return du * freef, ok
 
+
+def bring_inside(x, g, lower, upper, cauchy, du):
+  """Projects `x^c + du` into the box, or backtracks if that spoils descent.
+
+  Returns:
+    `[B, n]` the point `x_bar`; the search direction is `x_bar - x`.
+  """
+  free = cauchy.free
+  xcp = cauchy.x
   # Projection, then the backtracking fallback of L-BFGS-B 3.0.
   trial = xcp + du
   projected = tf.where(free, tf.clip_by_value(trial, lower, upper), xcp)
@@ -83,4 +98,4 @@ def subspace_minimum(x, g, lower, upper, compact, cauchy):
                          xcp + alpha[:, None] * du)
   backtracked = tf.clip_by_value(backtracked, lower, upper)
   x_bar = tf.where((touched & ascent)[:, None], backtracked, projected)
-  return x_bar, ok
+  return x_bar

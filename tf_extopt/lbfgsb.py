@@ -102,6 +102,9 @@ def lbfgsb_minimize(value_and_gradients_function,
   * A fully unbounded problem resets the memory on a pair with bad curvature
     (like `lbfgs_minimize`); with bounds the pair is skipped (like SciPy).
   * Active variables land on their bound up to roundoff of `x + (l - x)`.
+  * When every variable is free at the Cauchy point, the subspace step is
+    taken from the two-loop recursion (the same point in exact arithmetic),
+    which stays accurate in float32 where the compact 2m x 2m systems do not.
 
   Args:
     value_and_gradients_function: callable taking a point `[..., n]` and
@@ -278,15 +281,22 @@ def bounded_strategy(lower, upper):
   def direction(x, g, memory):
     compact = _compact.compact_form(memory)
     cauchy = _cauchy.generalized_cauchy_point(x, g, lower, upper, compact)
-    x_bar, ok = _subspace.subspace_minimum(x, g, lower, upper, compact,
-                                           cauchy)
+    du, ok = _subspace.newton_step(x, g, compact, cauchy)
+    plain = plain_strategy.direction(x, g, memory)
+    # With every variable free at x^c the subspace minimiser is the model's
+    # unconstrained minimiser x - H g: take it from the two-loop recursion,
+    # which is the same point but far better conditioned in float32 than the
+    # 2m x 2m systems once the pairs are tiny.
+    all_free = tf.reduce_all(cauchy.free, axis=-1)
+    du = tf.where(all_free[:, None], x + plain - cauchy.x, du)
+    ok = ok | all_free
+    x_bar = _subspace.bring_inside(x, g, lower, upper, cauchy, du)
     use_subspace = (memory.count > 0) & tf.reduce_any(cauchy.free, axis=-1)
     x_bar = tf.where(use_subspace[:, None], x_bar, cauchy.x)
     d = x_bar - x
     # A singular system: NaN makes the driver drop the memory and recompute.
     ok = compact.ok & (ok | ~use_subspace)
     d = tf.where(ok[:, None], d, tf.constant(np.nan, x.dtype))
-    plain = plain_strategy.direction(x, g, memory)
     return tf.where(unbounded[:, None], plain, d)
 
   def max_step(x, d):
