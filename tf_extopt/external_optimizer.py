@@ -33,6 +33,7 @@ import inspect
 import math
 
 import numpy as np
+from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
 from tf_extopt import _evaluators
@@ -56,11 +57,6 @@ def _as_list(value, name):
     return list(value)
   raise ValueError("%s must be a list of constraints; got %s." %
                    (name, type(value).__name__))
-
-
-def _result(**fields):
-  import scipy.optimize  # pylint: disable=g-import-not-at-top
-  return scipy.optimize.OptimizeResult(**fields)
 
 
 class _BestPoint:
@@ -314,7 +310,7 @@ class ExternalOptimizerInterface:
       try:
         raw = self._call_minimize(kwargs)
       except _EarlyStop:
-        result = _result(
+        result = OptimizeResult(
             x=best.x, fun=best.f, success=False, status=99,
             message="`step_callback` or `loss_callback` raised StopIteration.",
             nfev=counts["nfev"], nit=counts["nit"])
@@ -398,14 +394,14 @@ class ExternalOptimizerInterface:
     """Turns what `_minimize` returned into an `OptimizeResult`."""
     fun_known = True
     if hasattr(raw, "keys") and "x" in raw:
-      result = raw if hasattr(raw, "__getattr__") else _result(**raw)
+      result = raw if hasattr(raw, "__getattr__") else OptimizeResult(**raw)
     else:
       # A contrib-style subclass returns only the point; its loss is known
       # only if that point was the best one evaluated.
       x = np.asarray(raw, dtype=np.float64).reshape([-1])
       fun_known = np.array_equal(x, best.x)
       known = best.f if fun_known else math.nan
-      result = _result(x=x, fun=known, success=True, status=0,
+      result = OptimizeResult(x=x, fun=known, success=True, status=0,
                        message="%s._minimize returned a point." %
                        type(self).__name__,
                        nfev=counts["nfev"], nit=counts["nit"])

@@ -38,6 +38,7 @@ import inspect
 import math
 
 import numpy as np
+from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
 from tf_extopt.external_optimizer import ExternalOptimizerInterface
@@ -57,11 +58,6 @@ _STATUS_CONVERGED = 0
 _STATUS_MAX_ITERATIONS = 1
 _STATUS_FAILED = 2
 _STATUS_STOPPED = 99
-
-
-def _result(**fields):
-  import scipy.optimize  # pylint: disable=g-import-not-at-top
-  return scipy.optimize.OptimizeResult(**fields)
 
 
 def _variable_reads(graph, variables):
@@ -525,7 +521,7 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     else:
       status, message = _STATUS_MAX_ITERATIONS, (
           "Stopped after max_iterations=%d iterations." % total)
-    result = _result(
+    result = OptimizeResult(
         x=x_best, fun=fun, jac=r.objective_gradient.astype(np.float64),
         success=bool(r.converged) and not stopped, status=status,
         message=message, nit=int(r.num_iterations),
