@@ -118,8 +118,8 @@ def lbfgs_minimize(value_and_gradients_function,
         diagonal, assertions = _validation.positive_diagonal(
             initial_inverse_hessian_estimate,
             "initial_inverse_hessian_estimate", position)
-        diagonal = tf.reshape(diagonal, tf.shape(
-            tf.reshape(position, tf.stack([-1, tf.shape(position)[-1]]))))
+        diagonal = tf.reshape(diagonal,
+                              tf.stack([-1, tf.shape(position)[-1]]))
       return unconstrained_strategy(diagonal), assertions
 
     return _driver.minimize(
