@@ -6,6 +6,8 @@ import numpy as np
 import scipy.optimize
 import tensorflow as tf
 
+from tf_extopt import ExternalOptimizerInterface
+
 # Contrib's method matrix: (method, options, atol to SciPy's own result,
 # atol to the optimum (ones), dimension). The problem is in float64, so the
 # trajectory matches SciPy's run on `scipy.optimize.rosen` up to rounding.
@@ -63,3 +65,23 @@ class CountingLoss:
   def __call__(self):
     self.calls += 1
     return self.fn()
+
+
+class MockOptimizerInterface(ExternalOptimizerInterface):
+  """Contrib's mock subclass: declares only some arguments plus **kwargs.
+
+  Minimizes `(x - x0)**2 / 2` in one step, after a fixed number of loss and
+  step callbacks, so tests can check unpacking and callback counts.
+  """
+
+  NUM_STEP_CALLS = 5
+  NUM_LOSS_CALLS = 2
+
+  def _minimize(self, initial_val, loss_grad_func, step_callback,
+                optimizer_kwargs, **unused_kwargs):
+    for _ in range(self.NUM_LOSS_CALLS):
+      loss_grad_func(initial_val)
+    for _ in range(self.NUM_STEP_CALLS):
+      step_callback(initial_val)
+    _, grad = loss_grad_func(initial_val)
+    return initial_val - grad

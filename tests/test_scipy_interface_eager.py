@@ -16,20 +16,7 @@ from tf_extopt import ExternalOptimizerInterface
 from tf_extopt import ScipyOptimizerInterface
 
 
-class MockOptimizerInterface(ExternalOptimizerInterface):
-  """Contrib's mock subclass, unchanged."""
-
-  NUM_STEP_CALLS = 5
-  NUM_LOSS_CALLS = 2
-
-  def _minimize(self, initial_val, loss_grad_func, step_callback,
-                optimizer_kwargs, **unused_kwargs):
-    for _ in range(self.NUM_LOSS_CALLS):
-      loss_grad_func(initial_val)
-    for _ in range(self.NUM_STEP_CALLS):
-      step_callback(initial_val)
-    _, grad = loss_grad_func(initial_val)
-    return initial_val - grad
+MockOptimizerInterface = helpers.MockOptimizerInterface
 
 
 def test_mock_unpacks_scalar_vector_matrix_and_counts_callbacks():

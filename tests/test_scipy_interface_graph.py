@@ -21,21 +21,7 @@ from tf_extopt import ScipyOptimizerInterface
 v1 = tf.compat.v1
 
 
-class MockOptimizerInterface(ExternalOptimizerInterface):
-  """Contrib's mock: declares only some arguments plus **unused_kwargs."""
-
-  NUM_STEP_CALLS = 5
-  NUM_LOSS_CALLS = 2
-
-  def _minimize(self, initial_val, loss_grad_func, step_callback,
-                optimizer_kwargs, **unused_kwargs):
-    """Minimize (x - x0)**2 / 2 with respect to x."""
-    for _ in range(self.NUM_LOSS_CALLS):
-      loss_grad_func(initial_val)
-    for _ in range(self.NUM_STEP_CALLS):
-      step_callback(initial_val)
-    _, grad = loss_grad_func(initial_val)
-    return initial_val - grad
+MockOptimizerInterface = helpers.MockOptimizerInterface
 
 
 class StrictSubsetInterface(ExternalOptimizerInterface):
