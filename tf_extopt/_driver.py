@@ -157,9 +157,7 @@ def _active(state, config):
 
 
 def _where(mask, new, old):
-  """`tf.where` over a `[B]` mask for `[B]` or `[B, n]` tensors and tuples."""
-  if isinstance(new, tuple):
-    return type(new)(*[_where(mask, a, b) for a, b in zip(new, old)])
+  """`tf.where` over a `[B]` mask for `[B]` or `[B, n]` tensors."""
   while len(mask.shape) < len(new.shape):
     mask = mask[..., None]
   return tf.where(mask, new, old)
