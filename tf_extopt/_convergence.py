@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-__all__ = ["sup_norm", "is_finite_point", "step_converged"]
+__all__ = ["sup_norm", "is_finite_point", "is_minus_inf", "step_converged"]
 
 
 def sup_norm(x):
@@ -14,6 +14,11 @@ def is_finite_point(value, gradient):
   """`[B]` bool: the value and every gradient component are finite."""
   return tf.math.is_finite(value) & tf.reduce_all(
       tf.math.is_finite(gradient), axis=-1)
+
+
+def is_minus_inf(value):
+  """`[B]` bool: the value is -inf, a minimum for our purposes (as in TFP)."""
+  return tf.equal(value, tf.constant(float("-inf"), value.dtype))
 
 
 def step_converged(previous_position, position, previous_value, value,
@@ -41,4 +46,4 @@ def step_converged(previous_position, position, previous_value, value,
           | (sup_norm(position - previous_position) <= x_tolerance)
           | (change <= f_relative_tolerance * tf.abs(previous_value))
           | (change <= f_absolute_tolerance)
-          | tf.equal(value, tf.constant(float("-inf"), value.dtype)))
+          | is_minus_inf(value))

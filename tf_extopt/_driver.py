@@ -40,7 +40,9 @@ import tensorflow as tf
 from tf_extopt import _convergence
 from tf_extopt import _linesearch
 from tf_extopt import _memory
+from tf_extopt import _validation
 from tf_extopt._results import LBfgsOptimizerResults
+from tf_extopt._results import converged_all
 
 Strategy = collections.namedtuple(
     "Strategy",
@@ -49,7 +51,7 @@ Strategy = collections.namedtuple(
 
 Config = collections.namedtuple(
     "Config",
-    ["num_correction_pairs", "tolerance", "x_tolerance",
+    ["tolerance", "x_tolerance",
      "f_relative_tolerance", "f_absolute_tolerance", "max_iterations",
      "max_line_search_iterations", "parallel_iterations",
      "stopping_condition"])
@@ -120,7 +122,7 @@ def initial_state(objective, x, config, strategy, memory,
   """Evaluates the start point and opens the first line search."""
   f, g = objective(x)
   finite = _convergence.is_finite_point(f, g)
-  minus_inf = tf.equal(f, tf.constant(-np.inf, f.dtype))
+  minus_inf = _convergence.is_minus_inf(f)
   converged = minus_inf | (
       finite & (strategy.stationarity(x, g) <= config.tolerance))
   failed = ~converged & ~finite
@@ -212,8 +214,7 @@ def _advance(config, strategy, state, x_trial, f_trial, g_trial):
   new_search = _linesearch.unpack(new_packed)
   best_gradient = _where(moved, g_trial, state.best_gradient)
 
-  minus_inf = trial_ok & tf.equal(f_trial,
-                                  tf.constant(-np.inf, f_trial.dtype))
+  minus_inf = trial_ok & _convergence.is_minus_inf(f_trial)
   take_trial = active & (minus_inf | tf.equal(status, _linesearch.CONVERGED))
   give_up = active & ~take_trial & (
       tf.equal(status, _linesearch.WARNING)
@@ -323,9 +324,6 @@ def minimize(value_and_gradients_function, initial_position,
   Returns:
     `LBfgsOptimizerResults`.
   """
-  # Imported here to keep the module dependency one-way (validation is a leaf).
-  from tf_extopt import _validation  # pylint: disable=g-import-not-at-top
-
   if not callable(value_and_gradients_function):
     raise TypeError("`value_and_gradients_function` must be callable; got "
                     f"{type(value_and_gradients_function).__name__}.")
@@ -342,7 +340,6 @@ def minimize(value_and_gradients_function, initial_position,
   stopping_condition = _validation.callable_or_none(stopping_condition,
                                                     "stopping_condition")
   if stopping_condition is None:
-    from tf_extopt._results import converged_all  # pylint: disable=g-import-not-at-top
     stopping_condition = converged_all
 
   if previous_optimizer_results is not None:
@@ -376,7 +373,6 @@ def minimize(value_and_gradients_function, initial_position,
   checks += assertions
 
   config = Config(
-      num_correction_pairs=num_correction_pairs,
       max_iterations=max_iterations,
       max_line_search_iterations=max_line_search_iterations,
       parallel_iterations=parallel_iterations,
