@@ -3,12 +3,15 @@
 Every problem is compared with SciPy's L-BFGS-B on the same data: same
 minimiser (within the dtype's tolerance) and same active set (which variables
 sit at which bound). The problems run as one mixed batch, each member with
-its own box, in every regime (eager, tf.function, XLA) and dtype; the compiled
-functions are built once per regime and dtype and reused. Then: the
+its own box, in every regime (eager, tf.function, XLA) and dtype, and with
+both representations of the limited-memory matrix (the explicit n x n one
+that small problems use, and the compact one); the compiled functions are
+built once per regime, dtype and representation and reused. Then: the
 unconstrained case against `lbfgs_minimize`, projection of the start, shapes,
 warm start, non-finite values, and every bad input with its error.
 """
 
+import contextlib
 import functools
 
 import numpy as np
@@ -17,11 +20,18 @@ import scipy.optimize
 import tensorflow as tf
 
 import tf_extopt
+from tf_extopt import _compact
+from tf_extopt import _dense
+from tf_extopt import _memory
+from tf_extopt import lbfgsb
 from tf_extopt import test_problems
 
 N = 4
 REGIMES = ("eager", "function", "xla")
 DTYPES = (np.float32, np.float64)
+# The problems here have n = 4 <= 2m, so they take the explicit matrix
+# unless the switch is turned down.
+REPRESENTATIONS = ("dense", "compact")
 # Distance to the SciPy minimiser, and to a bound to count as "at" it. In
 # float32 Rosenbrock's gradient carries noise of ~1e-4 near the minimum, so
 # its tolerance is 1e-3 and its flat valley (f ~ 1e-5 a distance 1e-2 away)
@@ -129,9 +139,20 @@ def active_set(x, lower, upper, atol):
                            1, 0))
 
 
+@contextlib.contextmanager
+def representation_in_use(representation):
+  """Makes `lbfgsb_minimize` trace with the given matrix representation."""
+  saved = lbfgsb.DENSE_RATIO
+  lbfgsb.DENSE_RATIO = saved if representation == "dense" else 0
+  try:
+    yield
+  finally:
+    lbfgsb.DENSE_RATIO = saved
+
+
 @functools.lru_cache(maxsize=None)
-def solver(regime, dtype):
-  """The mixed-batch solver for a regime and dtype, built once."""
+def solver(regime, dtype, representation):
+  """The mixed-batch solver for a regime, dtype and representation."""
   kinds, a, b, lower, upper, _ = _stack(NAMES)
   function = mixed_objective(kinds, a, b)
 
@@ -141,15 +162,20 @@ def solver(regime, dtype):
         upper_bounds=upper.astype(dtype), tolerance=TOLERANCE[dtype],
         max_iterations=200)
 
-  if regime == "eager":
-    return call
-  return tf.function(call, jit_compile=regime == "xla")
+  if regime != "eager":
+    call = tf.function(call, jit_compile=regime == "xla")
+
+  def call_with_representation(x):
+    with representation_in_use(representation):
+      return call(x)
+
+  return call_with_representation
 
 
 @functools.lru_cache(maxsize=None)
-def mixed_batch_results(regime, dtype):
+def mixed_batch_results(regime, dtype, representation):
   start = _stack(NAMES)[-1].astype(dtype)
-  results = solver(regime, dtype)(tf.constant(start))
+  results = solver(regime, dtype, representation)(tf.constant(start))
   return tf.nest.map_structure(lambda t: t.numpy(), results)
 
 
@@ -168,23 +194,26 @@ def check_member(results, index, name, dtype):
       active_set(reference.x, lower, upper, 1e-9), err_msg=name)
 
 
+@pytest.mark.parametrize("representation", REPRESENTATIONS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("regime", REGIMES)
 @pytest.mark.parametrize("name", NAMES)
-def test_same_minimiser_and_active_set_as_scipy(name, regime, dtype):
+def test_same_minimiser_and_active_set_as_scipy(name, regime, dtype,
+                                                representation):
   """Each problem, as one member of the mixed batch, against SciPy."""
-  results = mixed_batch_results(regime, dtype)
+  results = mixed_batch_results(regime, dtype, representation)
   index = NAMES.index(name)
   check_member(results, index, name, dtype)
   if dtype == np.float64:
     assert results.converged[index], name
 
 
+@pytest.mark.parametrize("representation", REPRESENTATIONS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("regime", REGIMES)
-def test_mixed_batch_all_members(regime, dtype):
+def test_mixed_batch_all_members(regime, dtype, representation):
   """The whole mixed batch: every member solved, each with its own box."""
-  results = mixed_batch_results(regime, dtype)
+  results = mixed_batch_results(regime, dtype, representation)
   for index, name in enumerate(NAMES):
     check_member(results, index, name, dtype)
   assert not results.failed.any()
@@ -203,15 +232,55 @@ def test_mixed_batch_all_members(regime, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_regimes_agree(dtype):
   """tf.function and XLA follow eager's path (XLA up to fused roundoff)."""
-  eager = mixed_batch_results("eager", dtype)
-  function = mixed_batch_results("function", dtype)
-  xla = mixed_batch_results("xla", dtype)
+  eager = mixed_batch_results("eager", dtype, "dense")
+  function = mixed_batch_results("function", dtype, "dense")
+  xla = mixed_batch_results("xla", dtype, "dense")
   # Graph-mode kernels may round differently from eager ones; in float32
   # Rosenbrock's flat valley turns that into visible differences.
   np.testing.assert_allclose(function.position, eager.position,
                              atol=ROSENBROCK_ATOL[dtype])
   np.testing.assert_allclose(xla.position, eager.position,
                              atol=ROSENBROCK_ATOL[dtype])
+
+
+def _random_memory(batch, num_pairs, n, counts, seed):
+  """A memory holding `counts[b]` random pairs with s.y > 0 per member."""
+  rng = np.random.RandomState(seed)
+  memory = _memory.empty(batch, num_pairs, n, tf.float64)
+  for step in range(max(counts)):
+    s = rng.randn(batch, n)
+    y = s * rng.uniform(0.5, 2.0, (batch, n)) + 0.1 * rng.randn(batch, n)
+    memory = _memory.push(memory, tf.constant(s), tf.constant(y),
+                          tf.constant(step < np.array(counts)))
+  return memory
+
+
+@pytest.mark.parametrize("num_pairs,n", [(3, 5), (4, 2)])
+def test_dense_matrix_equals_compact_representation(num_pairs, n):
+  """The explicit BFGS matrix is the compact one, theta I - W M W^T."""
+  counts = [0, 1, num_pairs - 1, num_pairs, num_pairs]
+  memory = _random_memory(len(counts), num_pairs, n, counts, seed=3)
+  theta, matrix = _dense.bfgs_matrix(memory)
+  compact = _compact.compact_form(memory)
+  w, m = compact.w.numpy(), compact.m.numpy()
+  expected = (compact.theta.numpy()[:, None, None] * np.eye(n)
+              - w @ m @ np.transpose(w, [0, 2, 1]))
+  np.testing.assert_allclose(theta.numpy(), compact.theta.numpy())
+  np.testing.assert_allclose(matrix.numpy(), expected, rtol=1e-9, atol=1e-9)
+  assert compact.ok.numpy().all()
+
+
+def test_spd_inverse_and_its_failure_flag():
+  rng = np.random.RandomState(0)
+  a = rng.randn(4, 6, 6)
+  a = a @ np.transpose(a, [0, 2, 1]) + 0.1 * np.eye(6)
+  a[1] = -a[1]                          # negative definite
+  a[2, 3, :] = a[2, :, 3] = 0.0         # singular
+  inverse, ok = _dense.spd_inverse(tf.constant(a))
+  np.testing.assert_array_equal(ok.numpy(), [True, False, False, True])
+  for i in (0, 3):
+    np.testing.assert_allclose(inverse.numpy()[i], np.linalg.inv(a[i]),
+                               rtol=1e-9, atol=1e-12)
 
 
 def mixed_objective_from_tensors(kinds, a, b):
@@ -240,7 +309,7 @@ def test_alone_equals_in_batch_and_tracks_scipy_evaluations(name):
   """A member's path does not depend on the batch; counts track SciPy's."""
   data = [tf.constant(v) for v in _stack([name])]
   results = solve_one(*data)
-  batch = mixed_batch_results("function", np.float64)
+  batch = mixed_batch_results("function", np.float64, "dense")
   index = NAMES.index(name)
   np.testing.assert_allclose(results.position.numpy()[0],
                              batch.position[index], atol=1e-12)
@@ -290,7 +359,7 @@ def test_start_outside_box_is_projected():
   _, _, _, lower, upper, start = _stack(NAMES)
   outside = start + np.where(np.arange(N) % 2 == 0, 10.0, -10.0)
   assert np.any(outside < lower) and np.any(outside > upper)
-  solve = solver("function", np.float64)
+  solve = solver("function", np.float64, "dense")
   far = solve(tf.constant(outside))
   clipped = solve(tf.constant(np.clip(outside, lower, upper)))
   np.testing.assert_array_equal(far.position.numpy(),
