@@ -165,7 +165,8 @@ def step(state, value, slope, is_finite):
     `num_evaluations` advanced, so `best_step` still names the best point.
   """
   dtype = value.dtype
-  state = unpack(state)
+  packed = state
+  state = unpack(packed)
   stp = state.step
   # Keep the arithmetic clean for non-finite members; their result is replaced.
   f = tf.where(is_finite, value, state.best_value)
@@ -233,29 +234,25 @@ def step(state, value, slope, is_finite):
   new_step = tf.where(stuck, stx, new_step)
 
   searching = tf.equal(status, CONTINUE)
-
-  def pick(new, old):
-    return tf.where(searching, new, old)
-
-  new_state = pack(LineSearchState(
-      step=pick(new_step, stp),
+  # Members that stopped keep their state (one select over the packed
+  # state); every member's evaluation count advances.
+  new_state = tf.where(searching[None], pack(LineSearchState(
+      step=new_step,
       initial_value=state.initial_value,
       initial_slope=state.initial_slope,
-      best_step=pick(stx, state.best_step),
-      best_value=pick(fx, state.best_value),
-      best_slope=pick(gx, state.best_slope),
-      other_step=pick(sty, state.other_step),
-      other_value=pick(fy, state.other_value),
-      other_slope=pick(gy, state.other_slope),
-      bracketed=pick(new_bracketed, bracketed),
-      stage_one=pick(stage_one, state.stage_one),
-      width=pick(width, state.width),
-      width_before=pick(width_before, state.width_before),
-      lower=pick(lower, state.lower),
-      upper=pick(upper, state.upper),
+      best_step=stx, best_value=fx, best_slope=gx,
+      other_step=sty, other_value=fy, other_slope=gy,
+      bracketed=new_bracketed,
+      stage_one=stage_one,
+      width=width,
+      width_before=width_before,
+      lower=lower, upper=upper,
       min_step=state.min_step,
       max_step=state.max_step,
-      num_evaluations=state.num_evaluations + 1))
+      num_evaluations=state.num_evaluations + 1)), packed)
+  is_counter = tf.one_hot(len(LineSearchState._fields) - 1,
+                          len(LineSearchState._fields), dtype=dtype)
+  new_state += is_counter[:, None] * tf.cast(~searching, dtype)[None]
   return new_state, status, moved & searching
 
 
@@ -278,36 +275,34 @@ def _dcstep(stx, fx, dx, sty, fy, dy, stp, fp, dp, bracketed, stpmin, stpmax):
     s = tf.where(s > 0, s, tf.ones_like(s))
     return theta, s
 
-  # Case 1: higher function value. The minimum is bracketed.
+  # Cases 1-3 interpolate between stx and stp with the same cubic; only the
+  # sign of gamma differs.
   theta, s = cubic_terms(fx, fp, dx, dp, stx, stp)
   gamma = s * tf.sqrt(tf.maximum(zero, (theta / s) ** 2 - (dx / s) * (dp / s)))
-  gamma = tf.where(stp < stx, -gamma, gamma)
-  p = (gamma - dx) + theta
-  q = ((gamma - dx) + gamma) + dp
+
+  # Case 1: higher function value. The minimum is bracketed.
+  gamma1 = tf.where(stp < stx, -gamma, gamma)
+  p = (gamma1 - dx) + theta
+  q = ((gamma1 - dx) + gamma1) + dp
   stpc = stx + (p / q) * (stp - stx)
   stpq = stx + ((dx / ((fx - fp) / (stp - stx) + dx)) / 2.0) * (stp - stx)
   step1 = tf.where(tf.abs(stpc - stx) < tf.abs(stpq - stx), stpc,
                    stpc + (stpq - stpc) / 2.0)
 
   # Case 2: lower value, derivatives of opposite sign. Bracketed.
-  theta, s = cubic_terms(fx, fp, dx, dp, stx, stp)
-  gamma = s * tf.sqrt(tf.maximum(zero, (theta / s) ** 2 - (dx / s) * (dp / s)))
   gamma = tf.where(stp > stx, -gamma, gamma)
   p = (gamma - dp) + theta
   q = ((gamma - dp) + gamma) + dx
   stpc = stp + (p / q) * (stx - stp)
+  # The secant step, shared with case 3.
   stpq = stp + (dp / (dp - dx)) * (stx - stp)
   step2 = tf.where(tf.abs(stpc - stp) > tf.abs(stpq - stp), stpc, stpq)
 
   # Case 3: lower value, same-sign derivative, derivative decreases.
-  gamma = s * tf.sqrt(tf.maximum(zero, (theta / s) ** 2 - (dx / s) * (dp / s)))
-  gamma = tf.where(stp > stx, -gamma, gamma)
-  p = (gamma - dp) + theta
   q = (gamma + (dx - dp)) + gamma
   r = p / q
   stpc = tf.where((r < 0) & tf.not_equal(gamma, 0), stp + r * (stx - stp),
                   tf.where(stp > stx, stpmax, stpmin))
-  stpq = stp + (dp / (dp - dx)) * (stx - stp)
   nearest = tf.where(tf.abs(stpc - stp) < tf.abs(stpq - stp), stpc, stpq)
   nearest = tf.where(stp > stx,
                      tf.minimum(stp + _SHRINK_FACTOR * (sty - stp), nearest),
