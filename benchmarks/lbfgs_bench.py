@@ -86,21 +86,30 @@ def print_problem_table(rows):
   print()
 
 
-def timed(function, argument, repeats):
-  """Median wall and process-CPU seconds of `repeats` calls after a warm-up.
+def timed_pair(functions, argument, repeats):
+  """Wall and process-CPU seconds of each function, measured in turns.
 
-  CPU time is reported because the machines are shared: other processes
-  inflate wall time but barely touch this process's CPU time.
+  Each function is called once first (trace and compile). Then the functions
+  are called in alternation `repeats` times, so a busy spell on the shared
+  host slows both rather than one. Returns, per function, the median wall
+  and CPU seconds and the last results, plus the medians of the per-round
+  ratios `first / other` (wall, CPU).
   """
-  function(argument)  # Trace and compile.
-  walls, cpus = [], []
+  results = [function(argument) for function in functions]
+  walls = [[] for _ in functions]
+  cpus = [[] for _ in functions]
   for _ in range(repeats):
-    wall, cpu = time.perf_counter(), time.process_time()
-    results = function(argument)
-    results.position.numpy()
-    walls.append(time.perf_counter() - wall)
-    cpus.append(time.process_time() - cpu)
-  return statistics.median(walls), statistics.median(cpus), results
+    for i, function in enumerate(functions):
+      wall, cpu = time.perf_counter(), time.process_time()
+      results[i] = function(argument)
+      results[i].position.numpy()
+      walls[i].append(time.perf_counter() - wall)
+      cpus[i].append(time.process_time() - cpu)
+  ratios = [(statistics.median(a / b for a, b in zip(walls[0], walls[i])),
+             statistics.median(a / b for a, b in zip(cpus[0], cpus[i])))
+            for i in range(len(functions))]
+  return [(statistics.median(w), statistics.median(c), r, ratio)
+          for w, c, r, ratio in zip(walls, cpus, results, ratios)]
 
 
 def batched_rosenbrock(batch_size, repeats):
@@ -108,25 +117,25 @@ def batched_rosenbrock(batch_size, repeats):
   starts = tf.constant(np.random.RandomState(0).uniform(
       -2.0, 2.0, (batch_size, 10)))
   print(f"### A batch of {batch_size} Rosenbrock-10 problems "
-        f"(tolerance {TOLERANCE:g}; median of {repeats} timed calls after "
-        "one compiling call)\n")
+        f"(tolerance {TOLERANCE:g}; {repeats} timed rounds after one "
+        "compiling call, the two solvers alternating; times are medians, "
+        "speed-ups are medians of the per-round ratios)\n")
   print("| mode | solver | wall time | CPU time | TFP / tf_extopt (wall, CPU) "
         "| batched evaluations | converged |")
   print("|---|---|---:|---:|---:|---:|---:|")
   for mode, jit in (("graph (tf.function)", False),
                     ("XLA (jit_compile=True)", True)):
-    measured = {}
-    for label, solver in (("TFP", tfp.optimizer.lbfgs_minimize),
-                          ("tf_extopt", tf_extopt.lbfgs_minimize)):
-      compiled = tf.function(
-          lambda x, s=solver: s(rosenbrock, x, tolerance=TOLERANCE,
-                                max_iterations=1000), jit_compile=jit)
-      measured[label] = timed(compiled, starts, repeats)
-    for label in ("TFP", "tf_extopt"):
-      wall, cpu, results = measured[label]
+    labels = ("TFP", "tf_extopt")
+    compiled = [
+        tf.function(lambda x, s=solver: s(rosenbrock, x, tolerance=TOLERANCE,
+                                          max_iterations=1000),
+                    jit_compile=jit)
+        for solver in (tfp.optimizer.lbfgs_minimize,
+                       tf_extopt.lbfgs_minimize)]
+    measured = timed_pair(compiled, starts, repeats)
+    for label, (wall, cpu, results, ratio) in zip(labels, measured):
       print(f"| {mode} | {label} | {wall * 1e3:.0f} ms | {cpu * 1e3:.0f} ms | "
-            f"{measured['TFP'][0] / wall:.2f}x, "
-            f"{measured['TFP'][1] / cpu:.2f}x | "
+            f"{ratio[0]:.2f}x, {ratio[1]:.2f}x | "
             f"{int(results.num_objective_evaluations)} | "
             f"{int(np.sum(results.converged.numpy()))}/{batch_size} |")
   print()
@@ -135,7 +144,7 @@ def batched_rosenbrock(batch_size, repeats):
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--batch-size", type=int, default=1000)
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=9)
   args = parser.parse_args()
   print(f"TensorFlow {tf.__version__}, TFP {tfp.__version__}, "
         f"SciPy {scipy.__version__}\n")
