@@ -322,6 +322,58 @@ def test_regimes_agree_with_eager(regime, dtype):
              - int(expected.num_objective_evaluations)) <= 2
 
 
+def _xla_compiled_calls(concrete_function):
+  """How many calls in a traced function (and its bodies) XLA must compile."""
+  graph_def = concrete_function.graph.as_graph_def()
+  nodes = list(graph_def.node)
+  for function in graph_def.library.function:
+    nodes += list(function.node_def)
+  return sum(1 for node in nodes
+             if "_XlaMustCompile" in node.attr
+             and node.attr["_XlaMustCompile"].b)
+
+
+@pytest.mark.parametrize("regime", ["eager", "function", "session"])
+def test_compiled_update_follows_the_same_path(regime):
+  """`compile_update=True` (one XLA computation per trip) changes no result."""
+  function = test_problems.value_and_gradients(test_problems._himmelblau)
+  starts = HIMMELBLAU_STARTS
+  plain = solve(regime, function, starts, tolerance=1e-8,
+                compile_update=False)
+  compiled = solve(regime, function, starts, tolerance=1e-8,
+                   compile_update=True)
+  assert compiled.converged.all()
+  np.testing.assert_allclose(compiled.position, plain.position, atol=1e-9)
+  assert abs(int(compiled.num_objective_evaluations)
+             - int(plain.num_objective_evaluations)) <= 1
+
+
+@pytest.mark.parametrize("batch,expected", [(8, 0), (256, 1)])
+def test_compile_update_is_automatic_for_large_graph_batches(batch, expected):
+  """By default only a graph-mode batch of >= 256 compiles its update."""
+  function = test_problems.value_and_gradients(test_problems._himmelblau)
+
+  def call(x):
+    return tf_extopt.lbfgs_minimize(function, x, tolerance=1e-8)
+
+  spec = tf.TensorSpec([batch, 2], tf.float64)
+  automatic = tf.function(call).get_concrete_function(spec)
+  assert _xla_compiled_calls(automatic) == expected
+  forced = tf.function(lambda x: tf_extopt.lbfgs_minimize(
+      function, x, tolerance=1e-8, compile_update=True))
+  assert _xla_compiled_calls(forced.get_concrete_function(spec)) == 1
+  if expected:
+    starts = np.resize(HIMMELBLAU_STARTS, (batch, 2)) + np.linspace(
+        0.0, 0.5, batch)[:, None]
+    results = automatic(tf.constant(starts))
+    plain = tf.function(lambda x: tf_extopt.lbfgs_minimize(
+        function, x, tolerance=1e-8, compile_update=False))(
+            tf.constant(starts))
+    assert results.converged.numpy().all()
+    np.testing.assert_allclose(results.position.numpy(),
+                               plain.position.numpy(), atol=1e-9)
+
+
 # --- Options -----------------------------------------------------------------
 
 
@@ -500,6 +552,8 @@ def _bowl(x):
      "initial_inverse_hessian_estimate.*positive"),
     ({"initial_inverse_hessian_estimate": "big"}, TypeError,
      "initial_inverse_hessian_estimate"),
+    ({"compile_update": "yes"}, TypeError,
+     "compile_update.*None.*True or False.*'yes'"),
 ])
 def test_bad_arguments(kwargs, error, match):
   arguments = {"initial_position": tf.constant([1.0, 2.0])}

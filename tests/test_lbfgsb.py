@@ -243,6 +243,23 @@ def test_regimes_agree(dtype):
                              atol=ROSENBROCK_ATOL[dtype])
 
 
+@pytest.mark.parametrize("representation", REPRESENTATIONS)
+def test_compiled_update_follows_the_same_path(representation):
+  """`compile_update=True` in a tf.function: the same path as without it."""
+  kinds, a, b, lower, upper, start = _stack(NAMES)
+  function = mixed_objective(kinds, a, b)
+  solve = tf.function(lambda x: tf_extopt.lbfgsb_minimize(
+      function, x, lower_bounds=lower, upper_bounds=upper,
+      tolerance=TOLERANCE[np.float64], max_iterations=200,
+      compile_update=True))
+  with representation_in_use(representation):
+    results = solve(tf.constant(start))
+  expected = mixed_batch_results("function", np.float64, representation)
+  np.testing.assert_allclose(results.position.numpy(), expected.position,
+                             atol=1e-8)
+  np.testing.assert_array_equal(results.converged.numpy(), expected.converged)
+
+
 def _random_memory(batch, num_pairs, n, counts, seed):
   """A memory holding `counts[b]` random pairs with s.y > 0 per member."""
   rng = np.random.RandomState(seed)

@@ -30,7 +30,7 @@ import tensorflow as tf
 from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
 __all__ = ["Memory", "empty", "push", "reset", "to_deltas", "from_deltas",
-           "direction", "chronological"]
+           "direction", "chronological", "in_xla_context"]
 
 Memory = collections.namedtuple(
     "Memory",
@@ -65,7 +65,7 @@ def push(memory, s, y, where):
     return (shifted(memory.s, s), shifted(memory.y, y),
             shifted(memory.rho, rho))
 
-  if _in_xla_context():
+  if in_xla_context():
     # Through a conditional, `where` reaches the shift as a computed [B]
     # array. Otherwise XLA fuses the whole line-search logic that decides
     # `where` into the shift and recomputes it for every element of the
@@ -161,7 +161,7 @@ def direction(memory, gradient, initial_inverse_hessian=None):
   """
   rho = tf.where(_held(memory), memory.rho, tf.zeros_like(memory.rho))
   s, y = memory.s, memory.y
-  if _in_xla_context():
+  if in_xla_context():
     first_loop, second_loop = _newest_to_oldest_loop, _oldest_to_newest_loop
   else:
     first_loop = _newest_to_oldest_unrolled
@@ -179,7 +179,7 @@ def direction(memory, gradient, initial_inverse_hessian=None):
   return -tf.transpose(second_loop(s, y, rho, alphas, r))
 
 
-def _in_xla_context():
+def in_xla_context():
   """Whether the ops being built will be compiled by XLA."""
   if tf.executing_eagerly():
     return False

@@ -11,8 +11,8 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["position", "callable_or_none", "positive_int", "non_negative",
-           "positive_diagonal"]
+__all__ = ["position", "callable_or_none", "bool_or_none", "positive_int",
+           "non_negative", "positive_diagonal"]
 
 
 def position(value, name):
@@ -33,6 +33,13 @@ def position(value, name):
     raise ValueError(
         f"`{name}` must have shape [..., n] with rank >= 1; got a scalar.")
   return tensor
+
+
+def bool_or_none(value, name):
+  if value is not None and not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"`{name}` must be None (automatic), True or False; got "
+                    f"{value!r} ({type(value).__name__}).")
+  return None if value is None else bool(value)
 
 
 def callable_or_none(value, name):
