@@ -31,7 +31,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["CauchyPoint", "generalized_cauchy_point"]
+__all__ = ["CauchyPoint", "breakpoints", "generalized_cauchy_point"]
 
 CauchyPoint = collections.namedtuple(
     "CauchyPoint",
@@ -48,6 +48,31 @@ def _matvec(matrix, vector):
 
 def _dot(a, b):
   return tf.reduce_sum(a * b, axis=-1)
+
+
+def breakpoints(x, g, lower, upper):
+  """The projected steepest-descent path's breakpoints, sorted per member.
+
+  Returns:
+    `(held, d, num_breaks, num_moving, order, sorted_breaks)`: `held` [B, n]
+    bool, the variables held at a bound from the start (fixed, or at a bound
+    with the gradient pushing outwards or zero: SciPy's iwhere 1, 2, 3);
+    `d = -g` with held variables zeroed; the number of finite breakpoints
+    and of moving variables per member; the variables in breakpoint order
+    and the sorted breakpoints (+inf for none).
+  """
+  inf = tf.constant(np.inf, x.dtype)
+  held = (tf.equal(lower, upper) | ((x <= lower) & (g >= 0))
+          | ((x >= upper) & (g <= 0)))
+  d = tf.where(held, tf.zeros_like(g), -g)
+  breakpoint_ = tf.where(
+      d < 0, (x - lower) / -d, tf.where(d > 0, (upper - x) / d, inf))
+  breakpoint_ = tf.where(tf.math.is_finite(breakpoint_), breakpoint_, inf)
+  num_breaks = tf.reduce_sum(tf.cast(breakpoint_ < inf, tf.int32), axis=-1)
+  num_moving = tf.reduce_sum(tf.cast(tf.not_equal(d, 0), tf.int32), axis=-1)
+  order = tf.argsort(breakpoint_, axis=-1, stable=True)
+  sorted_breaks = tf.sort(breakpoint_, axis=-1)
+  return held, d, num_breaks, num_moving, order, sorted_breaks
 
 
 def generalized_cauchy_point(x, g, lower, upper, compact):
@@ -69,18 +94,8 @@ def generalized_cauchy_point(x, g, lower, upper, compact):
   theta, w, m = compact.theta, compact.w, compact.m
   n = tf.shape(x)[-1]
 
-  # Variables held at a bound from the start: fixed (l == u), or at a bound
-  # with the gradient pushing outwards (or zero). SciPy's iwhere 1, 2, 3.
-  held = (tf.equal(lower, upper) | ((x <= lower) & (g >= 0))
-          | ((x >= upper) & (g <= 0)))
-  d = tf.where(held, zero, -g)
-  breakpoint_ = tf.where(
-      d < 0, (x - lower) / -d, tf.where(d > 0, (upper - x) / d, inf))
-  breakpoint_ = tf.where(tf.math.is_finite(breakpoint_), breakpoint_, inf)
-  num_breaks = tf.reduce_sum(tf.cast(breakpoint_ < inf, tf.int32), axis=-1)
-  num_moving = tf.reduce_sum(tf.cast(tf.not_equal(d, 0), tf.int32), axis=-1)
-  order = tf.argsort(breakpoint_, axis=-1, stable=True)
-  sorted_breaks = tf.sort(breakpoint_, axis=-1)
+  held, d, num_breaks, num_moving, order, sorted_breaks = breakpoints(
+      x, g, lower, upper)
   # Infinite bounds never get picked as a breakpoint's bound, but 0 * inf
   # in the one-hot reductions would be NaN.
   finite_lower = tf.where(tf.math.is_finite(lower), lower, zero)

@@ -113,16 +113,8 @@ def cauchy_point(x, g, lower, upper, theta, matrix):
   inf = tf.constant(np.inf, dtype)
   n = x.shape[-1]
 
-  held = (tf.equal(lower, upper) | ((x <= lower) & (g >= 0))
-          | ((x >= upper) & (g <= 0)))
-  d = tf.where(held, zero, -g)
-  breakpoint_ = tf.where(
-      d < 0, (x - lower) / -d, tf.where(d > 0, (upper - x) / d, inf))
-  breakpoint_ = tf.where(tf.math.is_finite(breakpoint_), breakpoint_, inf)
-  num_breaks = tf.reduce_sum(tf.cast(breakpoint_ < inf, tf.int32), axis=-1)
-  num_moving = tf.reduce_sum(tf.cast(tf.not_equal(d, 0), tf.int32), axis=-1)
-  order = tf.argsort(breakpoint_, axis=-1, stable=True)
-  sorted_breaks = tf.sort(breakpoint_, axis=-1)
+  held, d, num_breaks, num_moving, order, sorted_breaks = _cauchy.breakpoints(
+      x, g, lower, upper)
   at_bound = tf.where(d > 0, upper, lower)
   f2_floor = eps * theta * _dot(d, d)
 
