@@ -97,7 +97,7 @@ def lbfgs_minimize(value_and_gradients_function,
       each trip's own arithmetic (line search, memory update, direction) runs
       as one XLA computation when the loop itself is not compiled with XLA.
       None does so in a `tf.function` whose static batch size is at least
-      256, where it makes a batch of small problems several times faster
+      256, where it makes a batch of small problems about twice as fast
       (the objective is not compiled; the first call pays about two seconds
       of compilation). True also applies it eagerly and to small batches;
       False never. Under `jit_compile=True` it changes nothing.
