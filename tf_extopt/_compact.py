@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from tf_extopt import _memory
 
-__all__ = ["CompactForm", "compact_form", "solve"]
+__all__ = ["CompactForm", "compact_form", "initial_scaling", "solve"]
 
 CompactForm = collections.namedtuple(
     "CompactForm",
@@ -65,16 +65,26 @@ def solve(matrix, rhs):
   return solution, ok
 
 
+def initial_scaling(s, y, count):
+  """`theta = y.y / s.y` of each member's newest pair, 1 with no pairs.
+
+  Args:
+    s, y: `[B, m, n]` pairs oldest first (`_memory.chronological`), so the
+      newest pair is the last position when a member holds any.
+    count: `[B]` number of pairs held.
+  """
+  s_new, y_new = s[:, -1], y[:, -1]
+  theta = tf.math.divide_no_nan(tf.reduce_sum(y_new * y_new, axis=-1),
+                                tf.reduce_sum(s_new * y_new, axis=-1))
+  return tf.where(count > 0, theta, tf.ones_like(theta))
+
+
 def compact_form(memory):
   """Returns the `CompactForm` of each member's memory."""
   s, y, valid = _memory.chronological(memory)  # [B, m, n], oldest first.
   dtype = s.dtype
   num_pairs = s.shape[1]
-  # The newest pair is the last position when the member holds any.
-  s_new, y_new = s[:, -1], y[:, -1]
-  theta = tf.math.divide_no_nan(tf.reduce_sum(y_new * y_new, axis=-1),
-                                tf.reduce_sum(s_new * y_new, axis=-1))
-  theta = tf.where(memory.count > 0, theta, tf.ones_like(theta))
+  theta = initial_scaling(s, y, memory.count)
 
   w = tf.concat([tf.transpose(y, [0, 2, 1]),
                  theta[:, None, None] * tf.transpose(s, [0, 2, 1])], axis=-1)

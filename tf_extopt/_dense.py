@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_extopt import _cauchy
+from tf_extopt import _compact
 from tf_extopt import _memory
 
 __all__ = ["bfgs_matrix", "cauchy_point", "newton_step", "spd_inverse"]
@@ -47,9 +48,7 @@ def bfgs_matrix(memory):
   s, y, valid = _memory.chronological(memory)  # [B, m, n], oldest first.
   dtype = s.dtype
   n = s.shape[-1]
-  s_new, y_new = s[:, -1], y[:, -1]
-  theta = tf.math.divide_no_nan(_dot(y_new, y_new), _dot(s_new, y_new))
-  theta = tf.where(memory.count > 0, theta, tf.ones_like(theta))
+  theta = _compact.initial_scaling(s, y, memory.count)
   matrix = theta[:, None, None] * tf.eye(n, dtype=dtype)
   for i in range(s.shape[1]):
     s_i, y_i = s[:, i], y[:, i]
