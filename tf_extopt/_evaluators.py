@@ -328,18 +328,20 @@ class _EagerRun:
   def value_and_grad(self, x):
     if self._vg is None:
       self._vg = self._e.value_and_grad_fn(self._fetches)
-    if self._fetches:
-      out, fetched = self._vg(tf.constant(x, tf.float64))
-      return out.numpy(), [f.numpy() for f in fetched]
-    return self._vg(tf.constant(x, tf.float64)).numpy(), []
+    return self._call(self._vg, x)
 
   def value(self, x):
     if self._v is None:
       self._v = self._e.value_fn(self._fetches)
+    return self._call(self._v, x)
+
+  def _call(self, function, x):
+    """`(result, fetched values)` as NumPy from one compiled function."""
+    outputs = function(tf.constant(x, tf.float64))
     if self._fetches:
-      f, fetched = self._v(tf.constant(x, tf.float64))
-      return f.numpy(), [v.numpy() for v in fetched]
-    return self._v(tf.constant(x, tf.float64)).numpy(), []
+      result, fetched = outputs
+      return result.numpy(), [f.numpy() for f in fetched]
+    return outputs.numpy(), []
 
   def constraints(self, kind, x):
     values, jac = self._e.constraints_fn(kind)(tf.constant(x, tf.float64))
