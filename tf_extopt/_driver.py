@@ -37,6 +37,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from tf_extopt import _context
 from tf_extopt import _convergence
 from tf_extopt import _linesearch
 from tf_extopt import _memory
@@ -294,7 +295,7 @@ def run(objective, state, config, strategy, batch_shape):
     batch_size = state.x.shape[0]
     compile_update = (not tf.executing_eagerly() and batch_size is not None
                       and batch_size >= XLA_UPDATE_MIN_BATCH)
-  if compile_update and not _memory.in_xla_context():
+  if compile_update and not _context.in_xla_context():
     advance = tf.function(advance, jit_compile=True, autograph=False)
 
   def cond(state):

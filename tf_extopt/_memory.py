@@ -26,11 +26,10 @@ import collections
 
 import tensorflow as tf
 
-# Private, but the only way to tell that a graph is being built for XLA.
-from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
+from tf_extopt import _context
 
 __all__ = ["Memory", "empty", "push", "reset", "to_deltas", "from_deltas",
-           "direction", "chronological", "in_xla_context"]
+           "direction", "chronological"]
 
 Memory = collections.namedtuple(
     "Memory",
@@ -65,7 +64,7 @@ def push(memory, s, y, where):
     return (shifted(memory.s, s), shifted(memory.y, y),
             shifted(memory.rho, rho))
 
-  if in_xla_context():
+  if _context.in_xla_context():
     # Through a conditional, `where` reaches the shift as a computed [B]
     # array. Otherwise XLA fuses the whole line-search logic that decides
     # `where` into the shift and recomputes it for every element of the
@@ -164,7 +163,7 @@ def direction(memory, gradient, initial_inverse_hessian=None):
   """
   rho = tf.where(_held(memory), memory.rho, tf.zeros_like(memory.rho))
   s, y = memory.s, memory.y
-  if in_xla_context():
+  if _context.in_xla_context():
     first_loop, second_loop = _newest_to_oldest_loop, _oldest_to_newest_loop
   else:
     first_loop = _newest_to_oldest_unrolled
@@ -180,14 +179,6 @@ def direction(memory, gradient, initial_inverse_hessian=None):
   else:
     r = tf.transpose(initial_inverse_hessian * tf.transpose(q))
   return -tf.transpose(second_loop(s, y, rho, alphas, r))
-
-
-def in_xla_context():
-  """Whether the ops being built will be compiled by XLA."""
-  if tf.executing_eagerly():
-    return False
-  return control_flow_util.GraphOrParentsInXlaContext(
-      tf.compat.v1.get_default_graph())
 
 
 def _newest_to_oldest_loop(s, y, rho, q):
