@@ -14,6 +14,7 @@ from scipy.stats import special_ortho_group
 
 import tf_extopt
 from tf_extopt import test_problems
+from tests._tracing_helpers import xla_compiled_calls
 
 REGIMES = ("eager", "function", "xla", "session")
 DTYPES = (np.float32, np.float64)
@@ -322,17 +323,6 @@ def test_regimes_agree_with_eager(regime, dtype):
              - int(expected.num_objective_evaluations)) <= 2
 
 
-def _xla_compiled_calls(concrete_function):
-  """How many calls in a traced function (and its bodies) XLA must compile."""
-  graph_def = concrete_function.graph.as_graph_def()
-  nodes = list(graph_def.node)
-  for function in graph_def.library.function:
-    nodes += list(function.node_def)
-  return sum(1 for node in nodes
-             if "_XlaMustCompile" in node.attr
-             and node.attr["_XlaMustCompile"].b)
-
-
 @pytest.mark.parametrize("regime", ["eager", "function", "session"])
 def test_compiled_update_follows_the_same_path(regime):
   """`compile_update=True` (one XLA computation per trip) changes no result."""
@@ -358,10 +348,10 @@ def test_compile_update_is_automatic_for_large_graph_batches(batch, expected):
 
   spec = tf.TensorSpec([batch, 2], tf.float64)
   automatic = tf.function(call).get_concrete_function(spec)
-  assert _xla_compiled_calls(automatic) == expected
+  assert xla_compiled_calls(automatic) == expected
   forced = tf.function(lambda x: tf_extopt.lbfgs_minimize(
       function, x, tolerance=1e-8, compile_update=True))
-  assert _xla_compiled_calls(forced.get_concrete_function(spec)) == 1
+  assert xla_compiled_calls(forced.get_concrete_function(spec)) == 1
   if expected:
     starts = np.resize(HIMMELBLAU_STARTS, (batch, 2)) + np.linspace(
         0.0, 0.5, batch)[:, None]

@@ -14,6 +14,7 @@ import tf_extopt
 from tf_extopt import LbfgsOptimizerInterface
 from tf_extopt import lbfgs_minimize
 from tf_extopt import lbfgsb_minimize
+from tests._tracing_helpers import xla_compiled_calls
 
 v1 = tf.compat.v1
 
@@ -230,6 +231,19 @@ def test_jit_compile_matches(reference64):
   result = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
                                    max_iterations=25,
                                    jit_compile=True).minimize()
+  np.testing.assert_allclose(result.x, reference64.position.numpy(),
+                             rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_compile_update_matches(reference64):
+  # The option reaches lbfgs_minimize: the solver's update runs under XLA
+  # while the loss stays in the graph, on the same path.
+  v, w = _variables(tf.float64)
+  opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
+                                max_iterations=25, compile_update=True)
+  result = opt.minimize()
+  assert xla_compiled_calls(opt._compiled) == 1  # pylint: disable=protected-access
   np.testing.assert_allclose(result.x, reference64.position.numpy(),
                              rtol=1e-8, atol=1e-10)
 
