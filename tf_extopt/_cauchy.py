@@ -31,7 +31,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["CauchyPoint", "breakpoints", "generalized_cauchy_point"]
+__all__ = ["CauchyPoint", "breakpoints", "generalized_cauchy_point", "dot"]
 
 CauchyPoint = collections.namedtuple(
     "CauchyPoint",
@@ -46,7 +46,8 @@ def _matvec(matrix, vector):
   return tf.linalg.matvec(matrix, vector)
 
 
-def _dot(a, b):
+def dot(a, b):
+  """Dot products over the last axis: `[..., n] x [..., n] -> [...]`."""
   return tf.reduce_sum(a * b, axis=-1)
 
 
@@ -103,9 +104,9 @@ def generalized_cauchy_point(x, g, lower, upper, compact):
 
   p = _matvec(tf.linalg.matrix_transpose(w), d)        # W^T d, [B, 2m]
   c = tf.zeros_like(p)
-  f1 = -_dot(d, d)
+  f1 = -dot(d, d)
   f2_org = -theta * f1
-  f2 = f2_org - _dot(p, _matvec(m, p))
+  f2 = f2_org - dot(p, _matvec(m, p))
 
   def minimiser(f1, f2):
     # -f'/f'' on a segment; an unbounded-below segment (f'' <= 0 with a
@@ -131,10 +132,10 @@ def generalized_cauchy_point(x, g, lower, upper, compact):
     stop = live & (dtm < dt)
     fix = live & ~stop
 
-    d_b = _dot(d, pick_b)
-    x_b = _dot(x, pick_b)
-    bound_b = tf.where(d_b > 0, _dot(finite_upper, pick_b),
-                       _dot(finite_lower, pick_b))
+    d_b = dot(d, pick_b)
+    x_b = dot(x, pick_b)
+    bound_b = tf.where(d_b > 0, dot(finite_upper, pick_b),
+                       dot(finite_lower, pick_b))
     z_b = tf.where(fix, bound_b - x_b, tf.zeros_like(x_b))
     d_b = tf.where(fix, d_b, tf.zeros_like(d_b))
     dt = tf.where(fix, dt, tf.zeros_like(dt))
@@ -142,9 +143,9 @@ def generalized_cauchy_point(x, g, lower, upper, compact):
     new_c = c + dt[:, None] * p
     v = _matvec(m, w_b)
     new_f1 = (f1 + dt * f2 + d_b * d_b - theta * d_b * z_b
-              + d_b * _dot(new_c, v))
-    new_f2 = (f2 - theta * d_b * d_b + 2.0 * d_b * _dot(p, v)
-              - d_b * d_b * _dot(w_b, v))
+              + d_b * dot(new_c, v))
+    new_f2 = (f2 - theta * d_b * d_b + 2.0 * d_b * dot(p, v)
+              - d_b * d_b * dot(w_b, v))
     new_f2 = tf.maximum(eps * f2_org, new_f2)
     new_p = p - d_b[:, None] * w_b
     fixed_now = (pick_b > 0) & fix[:, None]

@@ -39,10 +39,6 @@ def _matvec(matrix, vector):
   return tf.reduce_sum(matrix * vector[:, None, :], axis=-1)
 
 
-def _dot(a, b):
-  return tf.reduce_sum(a * b, axis=-1)
-
-
 def bfgs_matrix(memory):
   """Returns `(theta [B], B [B, n, n])`, the L-BFGS-B matrix of each member."""
   s, y, valid = _memory.chronological(memory)  # [B, m, n], oldest first.
@@ -53,8 +49,8 @@ def bfgs_matrix(memory):
   for i in range(s.shape[1]):
     s_i, y_i = s[:, i], y[:, i]
     bs = _matvec(matrix, s_i)
-    sbs = _dot(s_i, bs)
-    ys = _dot(y_i, s_i)
+    sbs = _cauchy.dot(s_i, bs)
+    ys = _cauchy.dot(y_i, s_i)
     use = valid[:, i] & (sbs > 0) & (ys > 0)
     one = tf.ones_like(sbs)
     update = (y_i[:, :, None] * y_i[:, None, :]
@@ -115,12 +111,12 @@ def cauchy_point(x, g, lower, upper, theta, matrix):
   held, d, num_breaks, num_moving, order, sorted_breaks = _cauchy.breakpoints(
       x, g, lower, upper)
   at_bound = tf.where(d > 0, upper, lower)
-  f2_floor = eps * theta * _dot(d, d)
+  f2_floor = eps * theta * _cauchy.dot(d, d)
 
   def minimiser(z, d):
     bd = _matvec(matrix, d)
-    f1 = _dot(g, d) + _dot(z, bd)
-    f2 = tf.maximum(_dot(d, bd), f2_floor)
+    f1 = _cauchy.dot(g, d) + _cauchy.dot(z, bd)
+    f2 = tf.maximum(_cauchy.dot(d, bd), f2_floor)
     # -f'/f''; with no curvature a descent segment runs to its end, a flat
     # one stays put.
     return tf.where(f2 > 0, -f1 / tf.where(f2 > 0, f2, tf.ones_like(f2)),

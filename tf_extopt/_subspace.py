@@ -22,13 +22,10 @@ All sets are masks over ``[B, n]``; fixed variables have zero rows in ``Z W``.
 
 import tensorflow as tf
 
+from tf_extopt import _cauchy
 from tf_extopt import _compact
 
 __all__ = ["subspace_minimum", "newton_step", "bring_inside"]
-
-
-def _dot(a, b):
-  return tf.reduce_sum(a * b, axis=-1)
 
 
 def subspace_minimum(x, g, lower, upper, compact, cauchy):
@@ -83,7 +80,7 @@ def bring_inside(x, g, lower, upper, cauchy, du):
   projected = tf.where(free, tf.clip_by_value(trial, lower, upper), xcp)
   touched = tf.reduce_any(
       free & ((projected <= lower) | (projected >= upper)), axis=-1)
-  ascent = _dot(projected - x, g) > 0
+  ascent = _cauchy.dot(projected - x, g) > 0
   inf = tf.constant(float("inf"), x.dtype)
   ratio = tf.where(du > 0, (upper - xcp) / tf.where(du > 0, du, 1.0),
                    tf.where(du < 0, (lower - xcp) / tf.where(du < 0, du, 1.0),
