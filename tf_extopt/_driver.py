@@ -118,8 +118,7 @@ def _static_flat_shape(static_position_shape):
   return tf.TensorShape([size, static_position_shape[-1]])
 
 
-def initial_state(objective, x, config, strategy, memory,
-                  initial_inverse_hessian=None):
+def initial_state(objective, x, config, strategy, memory):
   """Evaluates the start point and opens the first line search."""
   f, g = objective(x)
   finite = _convergence.is_finite_point(f, g)
