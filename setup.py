@@ -23,15 +23,20 @@ setuptools.setup(
     ],
     extras_require={
         # Test-only: TFP as an oracle (it needs tf-keras to import under
-        # Keras 3), tf-keras models, and tensorboard for Keras' TensorBoard
-        # callback; none is imported by the package itself.
+        # Keras 3), tf-keras models, tensorboard for Keras' TensorBoard
+        # callback, and the client libraries of tests/test_clients.py
+        # (DeepXDE >= 1.10 has the TF2 L-BFGS path it patches; GPflow 2 the
+        # training_loss API); none is imported by the package itself.
         "test": [
             "pytest",
             "tensorflow-probability>=0.24",
             "tf-keras",
             "tensorboard",
+            "deepxde>=1.10",
+            "gpflow>=2.9",
         ],
-        "bench": ["tensorflow-probability>=0.24", "tf-keras", "gpflow"],
+        "bench": ["tensorflow-probability>=0.24", "tf-keras", "gpflow>=2.9",
+                  "deepxde>=1.10"],
         "examples": ["matplotlib"],
     },
     classifiers=[
