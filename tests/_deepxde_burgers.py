@@ -262,6 +262,36 @@ def run_resume(model, iterations):
           for a, b in zip(whole_weights, split_weights)))
 
 
+def run_inverse(maxiter, seed):
+  """An inverse problem: y' = C y with C trainable, observed y = exp(x / 2).
+
+  DeepXDE adds the external variable C to the optimised variables and, on
+  the compat.v1 backend, to the `fetches` given to `loss_callback`; there it
+  is a TF1 reference variable, not a resource variable.
+  """
+  dde.config.set_random_seed(seed)
+  c = dde.Variable(2.0)
+  x_obs = np.linspace(0, 1, 20)[:, None]
+  data = dde.data.PDE(
+      dde.geometry.Interval(0, 1),
+      lambda x, y: dde.grad.jacobian(y, x) - c * y,
+      [dde.icbc.PointSetBC(x_obs, np.exp(0.5 * x_obs))], num_domain=40,
+      anchors=x_obs)
+  model = dde.Model(data, dde.nn.FNN([1, 16, 16, 1], "tanh", "Glorot normal"))
+  model.compile("adam", lr=1e-3, external_trainable_variables=c)
+  model.train(iterations=300, display_every=10**9, verbose=0)
+  adam_loss = total_loss(model)
+  dde.optimizers.set_LBFGS_options(maxiter=maxiter)
+  recorder = _Recorder()
+  recorder.install("tf_extopt")
+  model.compile("L-BFGS", external_trainable_variables=c)
+  model.train(display_every=10**9, verbose=0)
+  value = c.numpy() if BACKEND == "tensorflow" else model.sess.run(c)
+  return dict(variable_type=type(c).__name__, c=float(value),
+              adam_loss=adam_loss, loss=total_loss(model),
+              calls=recorder.calls, results=recorder.results)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--domain", type=int, default=2540,
@@ -274,6 +304,9 @@ def main(argv=None):
   parser.add_argument("--resume", type=int, default=0,
                       help="TF2 only: also compare k + k resumed iterations "
                       "with 2k in one run")
+  parser.add_argument("--inverse", type=int, default=0,
+                      help="also solve a small inverse problem with this "
+                      "L-BFGS maxiter")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--float64", action="store_true",
                       help="dde.config.set_default_float('float64')")
@@ -301,6 +334,8 @@ def main(argv=None):
       parser.error("--resume applies to the tensorflow backend only")
     weights.restore()
     report["resume"] = run_resume(model, args.resume)
+  if args.inverse:  # Last: on compat.v1 it initialises the whole graph.
+    report["inverse"] = run_inverse(args.inverse, args.seed)
   print(json.dumps(report))
   return report
 

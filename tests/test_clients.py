@@ -74,7 +74,7 @@ def compat_v1():
       # A gradient tolerance the Adam point already meets: no iteration.
       {"solver": "tf_extopt", "options": {"gtol": 1.0}},
       {"solver": "tf_extopt", "options": {"ftol": 0.05, "maxiter": 200}},
-  ])
+  ], "--inverse", "100")
 
 
 # --- DeepXDE, backend `tensorflow` (tfp.optimizer.lbfgs_minimize swapped) ----
@@ -184,6 +184,18 @@ def test_deepxde_compat_v1_lbfgs_options_pass_through(compat_v1):
   result = _v1_result(ftol)
   assert 0 < result["iterations"] < 200 and result["success"]
   assert "RELATIVE REDUCTION" in result["message"]
+
+
+def test_deepxde_compat_v1_inverse_problem(compat_v1):
+  # DeepXDE fetches the external variable C (a TF1 reference variable here)
+  # for its loss_callback; L-BFGS recovers C = 0.5 from the data.
+  inverse = compat_v1["inverse"]
+  assert inverse["variable_type"] == "RefVariable"
+  assert inverse["calls"] == 1
+  (result,) = inverse["results"]
+  assert result["iterations"] > 0
+  assert inverse["loss"] < 0.1 * inverse["adam_loss"]
+  assert abs(inverse["c"] - 0.5) < 0.05
 
 
 # --- GPflow ------------------------------------------------------------------
@@ -300,3 +312,4 @@ def test_gpflow_active_bound_is_respected(driver, gpflow_optima):
   # Not worse than gpflow's optimum (ours may sit closer to the bound).
   reference = gpflow_optima("gpr_active_bound")
   assert objective >= reference - 1e-6 * abs(reference)
+
