@@ -27,22 +27,33 @@ one ran and what DeepXDE passed to it.
 """
 
 import argparse
+import contextlib
 import json
 import os
+import random
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
+# DeepXDE builds its Keras 3 initializers at import, and each draws its seed
+# from Python's `random` then, before `dde.config.set_random_seed` can act.
+random.seed(0)
 import deepxde as dde  # pylint: disable=g-import-not-at-top
 from deepxde.backend import tf  # pylint: disable=g-import-not-at-top
 
 import tf_extopt  # pylint: disable=g-import-not-at-top
 
 BACKEND = dde.backend.backend_name
-BASELINE = "tfp" if BACKEND == "tensorflow" else "deepxde"
-_OPTIONS = ("maxcor", "ftol", "gtol", "maxiter", "maxfun", "maxls")
+if BACKEND == "tensorflow":
+  import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
+  BASELINE = "tfp"
+  _ORIGINAL = tfp.optimizer.lbfgs_minimize
+else:
+  BASELINE = "deepxde"
+  _ORIGINAL = (
+      dde.optimizers.tensorflow_compat_v1.optimizers.ScipyOptimizerInterface)
 
 
 def build_model(num_domain, seed):
@@ -94,19 +105,32 @@ class _Recorder:
     self.calls = 0
     self.kwargs = []      # What DeepXDE passed, per call (TF2 backend).
     self.results = []     # Per call: iterations, evaluations, message...
+    # When the first evaluation returned: what precedes it is set-up
+    # (DeepXDE traces its loss, or the session optimises a new graph).
+    self.first_evaluation = None
+
+  def _mark(self):
+    if self.first_evaluation is None:
+      self.first_evaluation = time.perf_counter()
 
   def install(self, solver):
     if BACKEND == "tensorflow":
-      import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
       function = (tf_extopt.lbfgs_minimize if solver == "tf_extopt"
-                  else _TFP_LBFGS)
+                  else _ORIGINAL)
 
       def counted(*args, **kwargs):
         self.calls += 1
         self.kwargs.append({k: v for k, v in kwargs.items()
-                            if not tf.is_tensor(v) and k not in (
-                                "previous_optimizer_results",)})
-        results = function(*args, **kwargs)
+                            if not tf.is_tensor(v)
+                            and k != "previous_optimizer_results"})
+        objective, *rest = args
+
+        def timed(x):
+          out = objective(x)
+          self._mark()
+          return out
+
+        results = function(timed, *rest, **kwargs)
         self.results.append(dict(
             iterations=int(results.num_iterations),
             evaluations=int(results.num_objective_evaluations),
@@ -119,7 +143,7 @@ class _Recorder:
       tfp.optimizer.lbfgs_minimize = counted
     else:
       base = (tf_extopt.ScipyOptimizerInterface if solver == "tf_extopt"
-              else _DEEPXDE_SCIPY)
+              else _ORIGINAL)
       recorder = self
 
       class Counted(base):
@@ -128,8 +152,15 @@ class _Recorder:
           recorder.kwargs.append(dict(kwargs))
           super().__init__(*args, **kwargs)
 
-        def minimize(self, *args, **kwargs):
-          result = super().minimize(*args, **kwargs)
+        def minimize(self, session=None, feed_dict=None, fetches=None,
+                     step_callback=None, loss_callback=None):
+          def timed(*fetched):
+            recorder._mark()  # pylint: disable=protected-access
+            if loss_callback is not None:
+              loss_callback(*fetched)
+
+          result = super().minimize(session, feed_dict, fetches,
+                                    step_callback, timed)
           if result is not None:  # DeepXDE's copy returns nothing.
             recorder.results.append(dict(
                 iterations=int(result.nit), evaluations=int(result.nfev),
@@ -138,14 +169,6 @@ class _Recorder:
 
       dde.optimizers.tensorflow_compat_v1.optimizers.ScipyOptimizerInterface = (
           Counted)
-
-
-if BACKEND == "tensorflow":
-  import tensorflow_probability as _tfp  # pylint: disable=g-import-not-at-top
-  _TFP_LBFGS = _tfp.optimizer.lbfgs_minimize
-else:
-  _DEEPXDE_SCIPY = (
-      dde.optimizers.tensorflow_compat_v1.optimizers.ScipyOptimizerInterface)
 
 
 class _ScipySpy:
@@ -196,14 +219,12 @@ def run_lbfgs(model, solver, options):
   step = model.train_state.step
   spy = _ScipySpy() if solver == "deepxde" else None
   start = time.perf_counter()
-  if spy is not None:
-    with spy:
-      model.train(display_every=10**9, verbose=0)
-  else:
+  with spy or contextlib.nullcontext():
     model.train(display_every=10**9, verbose=0)
-  seconds = time.perf_counter() - start
+  end = time.perf_counter()
   report = dict(solver=solver, options=dict(options), calls=recorder.calls,
-                seconds=seconds, loss=total_loss(model),
+                seconds=end - start, loss=total_loss(model),
+                solve_seconds=end - (recorder.first_evaluation or start),
                 steps=int(model.train_state.step - step),
                 results=recorder.results,
                 kwargs=[{k: _jsonable(v) for k, v in kw.items()}

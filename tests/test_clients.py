@@ -50,7 +50,7 @@ def _deepxde(backend, runs, *flags, domain=200, adam=100):
 
 
 # Non-default options, to see each one reach tf_extopt under TFP's name.
-_TF2_OPTIONS = dict(maxiter=12, gtol=1e-9, ftol=1e-12, maxls=40)
+_TF2_OPTIONS = dict(maxiter=20, gtol=1e-9, ftol=1e-12, maxls=40)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def tf2_float64():
 @pytest.fixture(scope="module")
 def compat_v1():
   return _deepxde("tensorflow.compat.v1", [
-      {"solver": "tf_extopt", "options": {"maxiter": 20}},
+      {"solver": "tf_extopt", "options": {"maxiter": 100}},
       {"solver": "tf_extopt", "options": dict(maxiter=7, maxcor=3, maxls=5)},
       # A gradient tolerance the Adam point already meets: no iteration.
       {"solver": "tf_extopt", "options": {"gtol": 1.0}},
@@ -108,7 +108,7 @@ def _check_tf2_run(report, options, decrease):
 
 def test_deepxde_tf2_runs_tf_extopt(tf2):
   assert tf2["float"] == "float32"
-  _check_tf2_run(tf2, _TF2_OPTIONS, decrease=0.8)
+  _check_tf2_run(tf2, _TF2_OPTIONS, decrease=0.9)
 
 
 def test_deepxde_tf2_float64(tf2_float64):
@@ -163,9 +163,9 @@ def test_deepxde_compat_v1_runs_tf_extopt(compat_v1):
   assert compat_v1["variable_types"] == ["ResourceVariable"]
   run = compat_v1["runs"][0]
   result = _v1_result(run)
-  assert run["kwargs"] == [_v1_options(maxiter=20)]
-  _stopped_by_budget(result, 20)
-  assert run["loss"] < 0.8 * compat_v1["adam_loss"]
+  assert run["kwargs"] == [_v1_options(maxiter=100)]
+  _stopped_by_budget(result, 100)
+  assert run["loss"] < 0.7 * compat_v1["adam_loss"]
 
 
 def test_deepxde_compat_v1_lbfgs_options_pass_through(compat_v1):
