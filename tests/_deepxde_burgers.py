@@ -249,9 +249,12 @@ def _jsonable(value):
 
 
 def run_resume(model, iterations):
-  """TF2 only: one run of 2k iterations against k + k through
-  `previous_optimizer_results`, from the same weights, via DeepXDE's own
-  `train_step` (what `_train_tensorflow_tfp` calls)."""
+  """TF2 only: 2k iterations in one call against k, then k more resumed.
+
+  Both start from the same weights and go through DeepXDE's own
+  `train_step` (what `_train_tensorflow_tfp` calls), the second time with
+  `previous_optimizer_results`.
+  """
   weights = _Weights(model)
   dde.optimizers.set_LBFGS_options(maxiter=2 * iterations)
   recorder = _Recorder()
@@ -276,8 +279,6 @@ def run_resume(model, iterations):
       whole_loss=float(whole.objective_value),
       split_loss=float(second.objective_value),
       first_loss=float(first.objective_value),
-      whole_iterations=int(whole.num_iterations),
-      split_iterations=int(second.num_iterations),
       max_weight_difference=max(
           float(np.max(np.abs(a - b)))
           for a, b in zip(whole_weights, split_weights)))
