@@ -38,8 +38,8 @@ def position(value, name):
     dtype = tf.as_dtype(np.asarray(value).dtype)
   if dtype not in _SOLVER_DTYPES:
     raise TypeError(
-        f"`{name}` must have dtype float32 or float64 (the dtypes the "
-        f"solvers support); got {dtype.name}. Cast it first, e.g. "
+        f"`{name}` must have a floating dtype the solvers support (float32 "
+        f"or float64); got {dtype.name}. Cast it first, e.g. "
         "tf.cast(x, tf.float64).")
   tensor = tf.convert_to_tensor(value, dtype=dtype, name=name)
   if tensor.shape.rank is not None and tensor.shape.rank < 1:

@@ -20,8 +20,8 @@ Deliberate differences from `ScipyOptimizerInterface`:
   `initial_inverse_hessian_estimate`.
 * The result's `nit`/`nfev` come from `lbfgs_minimize`'s counters, and
   `lbfgs_results` holds the final `LBfgsOptimizerResults`.
-* If a compiled chunk raises (an assertion in the loss, Ctrl-C in graph
-  mode), the variables get the best finite point the chunk evaluated, as
+* If a compiled chunk raises (say, an assertion in the loss), the variables
+  get the best finite point the chunk evaluated, as
   `ScipyOptimizerInterface` does, not the chunk's start point.
 * A run costs one compiled loss-and-gradient call at the start point, then
   one compiled solver call (eager) or one `session.run` (graph mode) per
@@ -184,8 +184,8 @@ def _control_flow_v2():
 class _BestSeen:
   """The best finite point the compiled loop has evaluated, in variables.
 
-  An exception inside a compiled chunk (a failing assertion in the loss, an
-  out-of-memory error, Ctrl-C in graph mode) loses the loop's state, so the
+  An exception inside a compiled chunk (a failing assertion or numerics
+  check in the loss, an out-of-memory error) loses the loop's state, so the
   objective records its best point in two variables as it goes: their
   assignments have run before the failure, and the interface assigns that
   point instead of going back to the chunk's start.
