@@ -490,6 +490,7 @@ def test_graph_errors():
     del w
 
 
+@pytest.mark.slow  # Hundreds of ops imported into the loop: ~1 min on 2 busy cores.
 def test_graph_deeper_than_the_recursion_limit():
   depth = 600
   with tf.Graph().as_default():
