@@ -6,6 +6,8 @@ follow exactly that path, whatever the chunking and mode. Graph-mode tests
 build their own `tf.Graph`, so eager mode stays on for the other tests.
 """
 
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -486,3 +488,26 @@ def test_graph_errors():
     with pytest.raises(ValueError, match="does not depend"):
       LbfgsOptimizerInterface(loss, var_list=[unrelated])
     del w
+
+
+@pytest.mark.slow  # Hundreds of ops imported into the loop: ~1 min on 2 busy cores.
+def test_graph_deeper_than_the_recursion_limit():
+  depth = 600
+  with tf.Graph().as_default():
+    v = v1.Variable([3., -2.], dtype=tf.float64, use_resource=True)
+    y = v
+    for _ in range(depth):  # A chain of `depth` ops between v and the loss.
+      y = y * 1.0
+    loss = tf.reduce_sum(tf.square(y - 1.))
+    limit = sys.getrecursionlimit()
+    # The walk from the loss back to v must not recurse once per op.
+    sys.setrecursionlimit(depth // 2)
+    try:
+      opt = LbfgsOptimizerInterface(loss, max_iterations=10)
+    finally:
+      sys.setrecursionlimit(limit)
+    with v1.Session() as session:
+      session.run(v1.global_variables_initializer())
+      result = opt.minimize(session)
+      np.testing.assert_allclose(session.run(v), [1., 1.], atol=1e-8)
+  assert result.success

@@ -123,7 +123,7 @@ def cauchy_point(x, g, lower, upper, theta, matrix):
                     tf.where(f1 < 0, inf, tf.zeros_like(f1)))
 
   z = zero
-  tsum = tf.zeros_like(x[:, 0])
+  tsum = tf.zeros(tf.shape(x)[:1], x.dtype)  # `x[:, 0]` fails when n = 0.
   dtm = minimiser(z, d)
   done = tf.equal(num_breaks, 0)
   hit = tf.zeros_like(x, dtype=tf.bool)

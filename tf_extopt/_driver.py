@@ -86,6 +86,11 @@ class Objective:
       raise TypeError(
           "`value_and_gradients_function` must return a pair "
           f"(value, gradient); got {type(outputs).__name__}.")
+    if outputs[1] is None:
+      raise TypeError(
+          "`value_and_gradients_function` returned a gradient of None. A "
+          "None gradient (from tf.GradientTape or tf.gradients) usually means "
+          "the value does not depend on the position.")
     value = tf.convert_to_tensor(outputs[0])
     gradient = tf.convert_to_tensor(outputs[1])
     self._check(value, "value", self._static_shape[:-1])
@@ -298,11 +303,10 @@ def run(objective, state, config, strategy, batch_shape):
     advance = tf.function(advance, jit_compile=True, autograph=False)
 
   def cond(state):
-    stop = config.stopping_condition(
-        tf.reshape(state.converged, batch_shape),
-        tf.reshape(state.failed, batch_shape))
-    return ~tf.convert_to_tensor(stop) & tf.reduce_any(
-        _active(state, config))
+    stop = _stopping_decision(config.stopping_condition,
+                              tf.reshape(state.converged, batch_shape),
+                              tf.reshape(state.failed, batch_shape))
+    return ~stop & tf.reduce_any(_active(state, config))
 
   def body(state):
     x_trial = _trial_point(strategy, config, state)
@@ -314,6 +318,20 @@ def run(objective, state, config, strategy, batch_shape):
   return state
 
 
+def _stopping_decision(stopping_condition, converged, failed):
+  """Calls `stopping_condition`; checks it gave one bool, at trace time."""
+  expected = ("`stopping_condition` must be a callable (converged, failed) -> "
+              "scalar bool Tensor, like tf_extopt.converged_all")
+  try:
+    stop = tf.convert_to_tensor(stopping_condition(converged, failed))
+  except TypeError as error:
+    raise TypeError(f"{expected}; calling it raised: {error}") from error
+  if stop.dtype != tf.bool or stop.shape.rank not in (None, 0):
+    raise TypeError(f"{expected}; it returned a {stop.dtype.name} Tensor of "
+                    f"shape {stop.shape}.")
+  return stop
+
+
 def to_results(state, position_shape, batch_shape):
   """Packs a final loop state into `LBfgsOptimizerResults`."""
   position_deltas, gradient_deltas = _memory.to_deltas(state.memory,
@@ -321,7 +339,9 @@ def to_results(state, position_shape, batch_shape):
   return LBfgsOptimizerResults(
       converged=tf.reshape(state.converged, batch_shape),
       failed=tf.reshape(state.failed, batch_shape),
-      num_iterations=tf.reduce_max(state.iteration),
+      # An empty batch has taken zero iterations (reduce_max alone gives
+      # the int32 minimum), as in TFP.
+      num_iterations=tf.maximum(tf.reduce_max(state.iteration), 0),
       num_objective_evaluations=state.num_evaluations,
       position=tf.reshape(state.x, position_shape),
       objective_value=tf.reshape(state.f, batch_shape),
@@ -367,11 +387,8 @@ def minimize(value_and_gradients_function, initial_position,
     stopping_condition = converged_all
 
   if previous_optimizer_results is not None:
-    if not isinstance(previous_optimizer_results, LBfgsOptimizerResults):
-      raise TypeError(
-          "`previous_optimizer_results` must be an LBfgsOptimizerResults "
-          "returned by a previous call; got "
-          f"{type(previous_optimizer_results).__name__}.")
+    previous_optimizer_results = _validation.previous_results(
+        previous_optimizer_results, "previous_optimizer_results")
     position = _validation.position(previous_optimizer_results.position,
                                     "previous_optimizer_results.position")
   else:

@@ -10,8 +10,8 @@ the execution mode:
 
 Both take a packed float64 point, assign it to the variables and return
 NumPy values. `bind(session, feed_dict, fetches, run_kwargs)` checks the
-per-call arguments and returns a `BoundEvaluator`, the object that `minimize`
-evaluates through:
+per-call arguments and returns the object that `minimize` evaluates through
+(`_GraphRun` or `_EagerRun`), with these methods:
 
 * `value_and_grad(x) -> (out, fetched)`: `out[0]` is the loss and `out[1:]`
   the packed gradient, one float64 array (one device-to-host copy);
@@ -35,6 +35,21 @@ def _as_scalar_loss(loss, what="loss"):
   if loss.shape.rank is not None and loss.shape.num_elements() != 1:
     raise ValueError("%s must be a scalar; got shape %s." % (what, loss.shape))
   return tf.reshape(tf.cast(loss, tf.float64), [])
+
+
+def check_depends(gradients):
+  """Raises when no variable reaches the loss (every gradient is None).
+
+  Minimizing such a loss would "converge" at once at the start point, a
+  success that means nothing; the usual cause is a loss that reads other
+  variables (or a copy of the model) than `var_list`. Variables that do not
+  reach the loss while others do are allowed: their gradient is zero.
+  """
+  if all(g is None for g in gradients):
+    raise ValueError(
+        "loss does not depend on any variable in var_list (every gradient is "
+        "None): check that the loss reads the variables, model or layers "
+        "passed as var_list, not copies of them.")
 
 
 def _fetch_list(fetches):
@@ -78,6 +93,7 @@ class GraphEvaluator:
       self._read = packer.pack_values()
       loss64 = _as_scalar_loss(loss)
       grads = tf.gradients(loss, variables)
+      check_depends(grads)
       self._loss = loss64
       self._loss_and_grad = tf.concat(
           [tf.reshape(loss64, [1]), packer.pack_tensors(grads)], axis=0)
@@ -92,7 +108,7 @@ class GraphEvaluator:
         self._constraints[kind] = (tf.stack(values), tf.stack(rows))
 
   def bind(self, session, feed_dict, fetches, run_kwargs):
-    """Checks per-call arguments; returns a `BoundEvaluator`."""
+    """Checks per-call arguments; returns the bound evaluator of one run."""
     if session is None:
       session = tf.compat.v1.get_default_session()
       if session is None:
@@ -199,21 +215,34 @@ class EagerEvaluator:
 
   # --- TF-level functions (callable inside other tf.functions) -------------
 
-  def value_and_gradient_tf(self, x):
-    """Assigns packed `x` and returns float64 `(loss, packed_gradient)`."""
+  def _loss_and_gradients(self, x):
+    """Assigns packed `x`; returns the float64 loss and variable gradients.
+
+    Raises `ValueError` (at trace time) if no variable reaches the loss.
+    """
     packer = self.packer
     packer.assign(x)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
       for v in packer.variables:
         tape.watch(v)
-      loss = self._loss_fn()
+      loss = _as_scalar_loss(self._loss_fn())
     grads = tape.gradient(loss, packer.variables)
-    return _as_scalar_loss(loss), packer.pack_tensors(grads)
+    check_depends(grads)
+    return loss, grads
+
+  def value_and_gradient_tf(self, x):
+    """Assigns packed `x` and returns float64 `(loss, packed_gradient)`."""
+    loss, grads = self._loss_and_gradients(x)
+    return loss, self.packer.pack_tensors(grads)
 
   def value_tf(self, x):
-    """Assigns packed `x` and returns the float64 loss."""
-    self.packer.assign(x)
-    return _as_scalar_loss(self._loss_fn())
+    """Assigns packed `x` and returns the float64 loss.
+
+    The gradient is only traced, to check that the loss depends on the
+    variables; nothing uses it, so the compiled function never computes it.
+    """
+    loss, _ = self._loss_and_gradients(x)
+    return loss
 
   def constraints_tf(self, kind, x):
     """Assigns packed `x`; returns constraint values `[m]` and Jacobian."""
@@ -285,7 +314,7 @@ class EagerEvaluator:
     return self._compiled(("assign",), fn)
 
   def bind(self, session, feed_dict, fetches, run_kwargs):
-    """Checks per-call arguments; returns a `BoundEvaluator`."""
+    """Checks per-call arguments; returns the bound evaluator of one run."""
     if session is not None:
       raise ValueError(
           "session is only used in graph mode; this optimizer was built in "

@@ -28,19 +28,12 @@ from tf_extopt import _compact
 __all__ = ["subspace_minimum", "newton_step", "bring_inside"]
 
 
-def subspace_minimum(x, g, lower, upper, compact, cauchy):
-  """Returns the subspace minimiser `x^` inside the box, and `ok`."""
-  du, ok = newton_step(x, g, compact, cauchy)
-  return bring_inside(x, g, lower, upper, cauchy, du), ok
-
-
 def newton_step(x, g, compact, cauchy):
   """Returns `(d^u, ok)`: the unconstrained step from `x^c` over the free set.
 
   Args:
     x: `[B, n]` current point.
     g: `[B, n]` gradient at `x`.
-    lower, upper: `[B, n]` bounds.
     compact: `_compact.CompactForm`.
     cauchy: `_cauchy.CauchyPoint`.
 

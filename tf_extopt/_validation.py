@@ -11,8 +11,20 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from tf_extopt._results import LBfgsOptimizerResults
+
 __all__ = ["position", "callable_or_none", "bool_or_none", "positive_int",
-           "non_negative", "positive_diagonal"]
+           "non_negative", "positive_diagonal", "previous_results"]
+
+_SOLVER_DTYPES = (tf.float32, tf.float64)
+
+
+def _type_name(value):
+  """`module.QualName` of `value`'s type, to tell look-alike types apart."""
+  cls = type(value)
+  module = cls.__module__
+  name = cls.__qualname__
+  return name if module == "builtins" else f"{module}.{name}"
 
 
 def position(value, name):
@@ -24,10 +36,11 @@ def position(value, name):
     dtype = tf.as_dtype(dtype)
   else:
     dtype = tf.as_dtype(np.asarray(value).dtype)
-  if not dtype.is_floating:
+  if dtype not in _SOLVER_DTYPES:
     raise TypeError(
-        f"`{name}` must have a floating dtype (float32 or float64); got "
-        f"{dtype.name}. Cast it first, e.g. tf.cast(x, tf.float64).")
+        f"`{name}` must have a floating dtype the solvers support (float32 "
+        f"or float64); got {dtype.name}. Cast it first, e.g. "
+        "tf.cast(x, tf.float64).")
   tensor = tf.convert_to_tensor(value, dtype=dtype, name=name)
   if tensor.shape.rank is not None and tensor.shape.rank < 1:
     raise ValueError(
@@ -63,13 +76,37 @@ def positive_int(value, name, minimum=1):
   return int(value)
 
 
+def _check_number(value, name, dtype):
+  """Raises a `TypeError` naming `name` unless `value` is a number of `dtype`'s
+  kind (an integer for integer dtypes, any real number otherwise)."""
+  integer = dtype.is_integer
+  if tf.is_tensor(value) or isinstance(value, (np.ndarray, np.generic)):
+    try:
+      given = tf.as_dtype(value.dtype)
+      ok = given.is_integer or (not integer and given.is_floating)
+    except TypeError:
+      ok = False
+  else:
+    ok = (isinstance(value, numbers.Integral if integer else numbers.Real)
+          and not isinstance(value, bool))
+  if not ok:
+    kind = "an integer" if integer else "a real number"
+    raise TypeError(f"`{name}` must be {kind} >= 0 (a Python number or a "
+                    f"scalar Tensor); got {value!r} ({_type_name(value)}).")
+
+
 def non_negative(value, name, dtype):
   """Converts a scalar to `dtype`; checks it is >= 0.
 
   Returns:
     `(tensor, assertions)` where `assertions` is a list of ops (empty when
     the value was checked statically).
+
+  Raises:
+    TypeError: `value` is not a number (an integer when `dtype` is one).
+    ValueError: `value` is not a scalar, or is statically negative.
   """
+  _check_number(value, name, tf.as_dtype(dtype))
   tensor = tf.convert_to_tensor(value, dtype=dtype, name=name)
   if tensor.shape.rank not in (None, 0):
     raise ValueError(f"`{name}` must be a scalar; got shape {tensor.shape}.")
@@ -118,3 +155,22 @@ def positive_diagonal(value, name, position_tensor):
     assertions.append(tf.debugging.assert_positive(
         tensor, message=f"`{name}` must be positive"))
   return tf.broadcast_to(tensor, tf.shape(position_tensor)), assertions
+
+
+def previous_results(value, name):
+  """Accepts `LBfgsOptimizerResults` or any namedtuple with its fields.
+
+  TFP's `LBfgsOptimizerResults` is a different class with the same fields,
+  so a run can resume from TFP's results.
+  """
+  fields = LBfgsOptimizerResults._fields  # pylint: disable=no-member,protected-access
+  if isinstance(value, LBfgsOptimizerResults):
+    return value
+  given = getattr(value, "_fields", None)
+  if isinstance(value, tuple) and given is not None and set(fields) <= set(
+      given):
+    return LBfgsOptimizerResults(**{f: getattr(value, f) for f in fields})
+  raise TypeError(
+      f"`{name}` must be an LBfgsOptimizerResults returned by a previous call "
+      f"(or a namedtuple with its fields, such as TFP's: {', '.join(fields)});"
+      f" got {_type_name(value)}.")

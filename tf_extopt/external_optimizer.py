@@ -20,6 +20,12 @@ Deliberate deviations from contrib:
   a callback raises `StopIteration`, the variables are set to the best
   finite point seen before returning or re-raising (contrib left them at
   whatever was last evaluated).
+* When the optimizer ends on a non-finite point or loss (or, without
+  constraints, on a worse point than one it evaluated), the best finite
+  point seen is assigned and the result says so: `success=False`,
+  `status=98`, with `fun` and `jac` of the assigned point.
+* A loss that no variable in `var_list` reaches (every gradient None)
+  raises `ValueError` (contrib minimized it and reported success).
 * Graph mode assigns each evaluated point to the variables instead of
   feeding variable values (feeding does not work for resource variables).
 * `var_to_bounds` keys that are not optimized variables raise `ValueError`
@@ -40,6 +46,11 @@ from tf_extopt import _evaluators
 from tf_extopt import _packing
 
 __all__ = ["ExternalOptimizerInterface", "ScipyOptimizerInterface"]
+
+# `OptimizeResult.status` values the interfaces set themselves, beside the
+# optimizer's own codes.
+STATUS_BEST_POINT = 98  # The optimizer's end point was replaced by a better one.
+STATUS_STOPPED = 99  # A callback raised StopIteration.
 
 
 class _EarlyStop(Exception):
@@ -70,20 +81,30 @@ class _BestPoint:
   def __init__(self, x0, by_loss):
     self.x = np.array(x0, dtype=np.float64)
     self.f = math.inf
+    self.g = None  # The gradient at `x`, when it was computed there.
     self.by_loss = by_loss
-    self.last_f = None
 
-  def update_loss(self, f, x):
+  def update_loss(self, f, x, g=None):
     # `f < self.f` is False for NaN, so NaN never becomes best.
     if self.by_loss and f < self.f and f > -math.inf:
       if np.isfinite(x).all():
         self.f = float(f)
         self.x = np.array(x, dtype=np.float64)
+        self.g = None if g is None else np.array(g, dtype=np.float64)
 
   def update_iterate(self, x):
     if not self.by_loss and np.isfinite(x).all():
       self.x = np.array(x, dtype=np.float64)
       self.f = math.nan
+      self.g = None
+
+  def result(self, **fields):
+    """An `OptimizeResult` for the best point: `x`, `fun` and, if known,
+    the gradient `jac` there, plus `fields`."""
+    result = OptimizeResult(x=self.x, fun=self.f, **fields)
+    if self.g is not None:
+      result["jac"] = self.g
+    return result
 
 
 class ExternalOptimizerInterface:
@@ -204,7 +225,6 @@ class ExternalOptimizerInterface:
 
     variables = _packing.resolve_var_list(var_list)
     self._packer = _packing.VariablePacker(variables)
-    self._vars = variables
     bounds = self._packer.packed_bounds(var_to_bounds)
     self._packed_bounds_arrays = bounds
     self._has_constraints = bool(equalities or inequalities)
@@ -256,10 +276,13 @@ class ExternalOptimizerInterface:
 
     Returns:
       A `scipy.optimize.OptimizeResult`. `x` is the packed point assigned
-      to the variables. When the run stopped early (`StopIteration`),
-      `status` is 99 and `success` False. When the optimizer ended on a
-      non-finite point, or (without constraints) on a worse point than one
-      it evaluated, `x`/`fun` are the best finite point seen.
+      to the variables, and `fun` (and `jac`, when present) belong to it.
+      When the run stopped early (`StopIteration`), `status` is 99 and
+      `success` False. When the optimizer ended on a non-finite point or
+      loss, or (without constraints) on a worse point than one it
+      evaluated, the best finite point seen is assigned instead: `success`
+      is False, `status` is 98, the message says why, and the optimizer's
+      own status is in `optimizer_status`.
 
     Raises:
       ValueError: If `session`/`feed_dict`/`run_kwargs` are given in eager
@@ -310,8 +333,8 @@ class ExternalOptimizerInterface:
       try:
         raw = self._call_minimize(kwargs)
       except _EarlyStop:
-        result = OptimizeResult(
-            x=best.x, fun=best.f, success=False, status=99,
+        result = best.result(
+            success=False, status=STATUS_STOPPED,
             message="`step_callback` or `loss_callback` raised StopIteration.",
             nfev=counts["nfev"], nit=counts["nit"])
       else:
@@ -344,11 +367,11 @@ class ExternalOptimizerInterface:
     def loss_grad_func(x):
       counts["nfev"] += 1
       out, fetched = value_and_grad(x)
-      f = out[0]
-      update(f, x)
+      f, g = out[0], out[1:]
+      update(f, x, g)
       if loss_callback is not None:
         _callback(fetched)
-      return f, out[1:]
+      return f, g
 
     def loss_func(x):
       counts["nfev"] += 1
@@ -391,7 +414,14 @@ class ExternalOptimizerInterface:
     return self._minimize(**kwargs)
 
   def _finalize(self, raw, best, counts):
-    """Turns what `_minimize` returned into an `OptimizeResult`."""
+    """Turns what `_minimize` returned into an honest `OptimizeResult`.
+
+    When the optimizer ended on a non-finite point (or loss), or, without
+    constraints, on a worse point than one it evaluated, the best finite
+    point seen replaces its result: `success` is then False, `status` is
+    `STATUS_BEST_POINT`, and `x`, `fun` and `jac` all belong to the assigned
+    point (the optimizer's own status is kept as `optimizer_status`).
+    """
     fun_known = True
     if hasattr(raw, "keys") and "x" in raw:
       result = raw if hasattr(raw, "__getattr__") else OptimizeResult(**raw)
@@ -400,11 +430,13 @@ class ExternalOptimizerInterface:
       # only if that point was the best one evaluated.
       x = np.asarray(raw, dtype=np.float64).reshape([-1])
       fun_known = np.array_equal(x, best.x)
-      known = best.f if fun_known else math.nan
-      result = OptimizeResult(x=x, fun=known, success=True, status=0,
-                       message="%s._minimize returned a point." %
-                       type(self).__name__,
-                       nfev=counts["nfev"], nit=counts["nit"])
+      result = OptimizeResult(x=x, fun=best.f if fun_known else math.nan,
+                              success=True, status=0,
+                              message="%s._minimize returned a point." %
+                              type(self).__name__,
+                              nfev=counts["nfev"], nit=counts["nit"])
+      if fun_known and best.g is not None:
+        result["jac"] = best.g
     x = np.asarray(result.x, dtype=np.float64).reshape([-1])
     if x.shape != (self._packer.size,):
       raise ValueError("%s._minimize returned a point of shape %s; expected "
@@ -415,18 +447,35 @@ class ExternalOptimizerInterface:
       fun = float(np.asarray(fun).reshape([]))
     except (TypeError, ValueError):
       fun = math.nan
+    # -inf is a minimum (the solvers converge there), NaN and +inf are not.
+    non_finite = not np.isfinite(x).all() or (
+        fun_known and (math.isnan(fun) or fun == math.inf))
     worse = (best.by_loss and fun_known and best.f < math.inf
              and not fun <= best.f)
-    if not np.isfinite(x).all() or worse:
-      if best.by_loss and not math.isfinite(fun) and best.f == math.inf:
-        note = "no finite loss was seen; the initial point is kept"
-      else:
-        note = "the best finite point seen is assigned instead"
-      x, fun = best.x, (best.f if best.by_loss else math.nan)
-      result["message"] = "%s (%s)" % (result.get("message", ""), note)
-    result["x"] = x
-    result["fun"] = fun
-    return result
+    if not (non_finite or worse):
+      result["x"] = x
+      result["fun"] = fun
+      return result
+    if non_finite:
+      why = "the optimizer ended on a non-finite point or loss"
+    else:
+      why = "the optimizer ended on a worse point than one it evaluated"
+    if best.by_loss and best.f == math.inf:
+      kept = "no finite loss was seen, so the initial point is kept"
+    else:
+      kept = "the best finite point seen is assigned instead"
+    # Only the counters still hold; every other field (jac, hess_inv, ...)
+    # described the point that is not assigned.
+    counters = {k: result[k] for k in ("nit", "nfev", "njev", "nhev")
+                if k in result}
+    best_fields = dict(
+        success=False, status=STATUS_BEST_POINT,
+        message="%s; %s. Optimizer's message: %s" % (
+            why, kept, result.get("message", "")),
+        optimizer_status=result.get("status"), **counters)
+    if not best.by_loss:
+      return OptimizeResult(x=best.x, fun=math.nan, **best_fields)
+    return best.result(**best_fields)
 
   @staticmethod
   def _log(result):
@@ -478,6 +527,12 @@ class ExternalOptimizerInterface:
         "the _minimize() method.")
 
 
+# `scipy.optimize.minimize`'s documented methods (SciPy 1.17), lower case as
+# SciPy compares them; SciPy has no public list of them.
+_SCIPY_METHODS = ("nelder-mead", "powell", "cg", "bfgs", "newton-cg",
+                  "l-bfgs-b", "tnc", "cobyla", "cobyqa", "slsqp",
+                  "trust-constr", "dogleg", "trust-ncg", "trust-exact",
+                  "trust-krylov")
 # Method capabilities, with SciPy's spelling (names match case-insensitively).
 _BOUNDS_METHODS = ("Nelder-Mead", "Powell", "L-BFGS-B", "TNC", "SLSQP",
                    "trust-constr", "COBYLA", "COBYQA")
@@ -548,15 +603,14 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
             "injected manually (use step_callback/loss_callback, "
             "equalities/inequalities)." % name)
     method = kwargs.get("method", ScipyOptimizerInterface._DEFAULT_METHOD)
-    import scipy.optimize._minimize as scipy_minimize  # pylint: disable=g-import-not-at-top
-    known = getattr(scipy_minimize, "MINIMIZE_METHODS", None)
     if not callable(method):
       if not isinstance(method, str):
         raise ValueError("method must be a SciPy method name or a callable; "
                          "got %s." % type(method).__name__)
-      if known is not None and method.lower() not in known:
+      if method.lower() not in _SCIPY_METHODS:
         raise ValueError("method %r is not a scipy.optimize.minimize method; "
-                         "expected one of %s." % (method, ", ".join(known)))
+                         "expected one of %s." % (method,
+                                                  ", ".join(_SCIPY_METHODS)))
     options = kwargs.get("options")
     if options is not None and not isinstance(options, dict):
       raise ValueError("options must be a dict; got %s." %

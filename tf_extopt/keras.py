@@ -181,8 +181,32 @@ def _check_dataset(dataset):
         "x is an infinite tf.data.Dataset (e.g. it ends in .repeat()); the "
         "L-BFGS objective is a full pass over the data, so x must be finite. "
         "Use .take(n) or drop .repeat().")
-  if card == 0:
-    raise ValueError("x is an empty tf.data.Dataset.")
+  # A `filter()` makes the cardinality unknown: look at the first batch
+  # (one pass over the pipeline until something comes out).
+  if card == 0 or (card == tf.data.UNKNOWN_CARDINALITY
+                   and not any(True for _ in dataset.take(1))):
+    raise ValueError(
+        "x is a tf.data.Dataset that yields no batches (empty, or emptied by "
+        "filter()/take(0)); the L-BFGS objective would be a mean over zero "
+        "samples. Check the input pipeline.")
+
+
+def _check_sample_counts(x, y, sample_weight):
+  """Keras' cardinality check, before any graph is built."""
+  sizes = {}
+  for name, value in (("x", x), ("y", y), ("sample_weight", sample_weight)):
+    if value is not None:
+      sizes[name] = [int(tf.shape(leaf)[0]) if leaf.shape.rank else 1
+                     for leaf in tf.nest.flatten(value)]
+  counts = {n for per_name in sizes.values() for n in per_name}
+  if len(counts) > 1:
+    raise ValueError(
+        "Data cardinality is ambiguous. Make sure all arrays contain the same "
+        "number of samples. " + " ".join(
+            "'%s' sizes: %s." % (name, ", ".join(map(str, per_name)))
+            for name, per_name in sizes.items()))
+  if counts == {0}:
+    raise ValueError("x is empty (0 samples): there is no data to fit.")
 
 
 def _make_data(x, y, sample_weight, batch_size):
@@ -204,6 +228,7 @@ def _make_data(x, y, sample_weight, batch_size):
   to_tensor = lambda a: None if a is None else tf.nest.map_structure(
       tf.convert_to_tensor, a)
   x, y, sw = to_tensor(x), to_tensor(y), to_tensor(sample_weight)
+  _check_sample_counts(x, y, sw)
   if batch_size is None:
     return x, y, sw, None
   if (isinstance(batch_size, bool) or not isinstance(batch_size, int)
@@ -242,7 +267,8 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     sample_weight: Optional per-sample weights (None with a dataset).
     validation_data: Optional `(x_val, y_val)` or `(x_val, y_val, sw)`
       tuple or dataset; `val_` metrics are logged each iteration.
-    callbacks: List of Keras callbacks (of the model's Keras package). Each
+    callbacks: List of Keras callbacks (of the model's Keras package), or
+      one callback. Each
       iteration is one epoch. `model.stop_training = True` ends the run.
     verbose: 0 silent, 1 progress bar over iterations, 2 one line per
       iteration.
@@ -268,7 +294,8 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
 
   Raises:
     ValueError: An uncompiled model without `loss=`, an infinite or empty
-      dataset, a model without trainable variables, a bad argument.
+      dataset, empty arrays, `x`/`y`/`sample_weight` with different numbers
+      of samples, a model without trainable variables, a bad argument.
   """
   K = _keras_module(model)
   from tf_extopt.external_optimizer import ScipyOptimizerInterface  # pylint: disable=g-import-not-at-top
@@ -347,6 +374,12 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
 
     minimize_kwargs = {"loss_callback": count_evaluation}
 
+  # One callback is accepted as Keras' own `fit` does.
+  if isinstance(callbacks, K.callbacks.Callback):
+    callbacks = [callbacks]
+  elif callbacks is not None and not isinstance(callbacks, (list, tuple)):
+    raise ValueError("callbacks must be a list of Keras callbacks; got %s." %
+                     type(callbacks).__name__)
   callbacks = list(callbacks or [])
   history = None
   for cb in callbacks:

@@ -70,8 +70,8 @@ def lbfgs_minimize(value_and_gradients_function,
       returning `(value [...], gradient [..., n])` in the point's dtype.
     initial_position: real `Tensor` `[..., n]` (float32 or float64), or None
       when `previous_optimizer_results` is given.
-    previous_optimizer_results: an `LBfgsOptimizerResults` to resume from.
-      The stored pairs, counters and convergence flags carry over, so a run
+    previous_optimizer_results: an `LBfgsOptimizerResults` to resume from,
+      or any namedtuple with its fields (TFP's results, for one). The stored pairs, counters and convergence flags carry over, so a run
       split in two follows the same path as one run. Exactly one of this and
       `initial_position` must be given.
     num_correction_pairs: Python int >= 1, the memory size `m`.
@@ -111,9 +111,13 @@ def lbfgs_minimize(value_and_gradients_function,
       `num_correction_pairs` or `max_line_search_iterations` below 1; an
       `initial_inverse_hessian_estimate` that does not broadcast or is not
       positive; a function returning values or gradients of the wrong shape.
-    TypeError: a non-floating position; a non-callable function or
-      `stopping_condition`; a function returning the wrong dtype; a
-      `compile_update` that is not None or a bool.
+    TypeError: a position that is not float32 or float64; tolerances or
+      `max_iterations` that are not numbers (`max_iterations` not an
+      integer); `previous_optimizer_results` without the result's fields; a
+      non-callable function; a `stopping_condition` that is not callable as
+      `(converged, failed)` or does not return a scalar bool; a function
+      returning the wrong dtype or a None gradient; a `compile_update` that
+      is not None or a bool.
 
   References:
     Jorge Nocedal, Stephen Wright. Numerical Optimization. Springer, 2006.
@@ -158,7 +162,8 @@ def unconstrained_strategy(initial_inverse_hessian=None):
     return tf.fill(tf.shape(x)[:1], tf.constant(_MAX_STEP, x.dtype))
 
   def initial_step(d, iteration, memory):
-    one = tf.ones_like(d[:, 0])
+    # Not `d[:, 0]`, which fails on an empty problem (n = 0).
+    one = tf.ones(tf.shape(d)[:1], d.dtype)
     if initial_inverse_hessian is not None:
       return one
     first = tf.equal(iteration, 0) & tf.equal(memory.count, 0)

@@ -20,6 +20,9 @@ Deliberate differences from `ScipyOptimizerInterface`:
   `initial_inverse_hessian_estimate`.
 * The result's `nit`/`nfev` come from `lbfgs_minimize`'s counters, and
   `lbfgs_results` holds the final `LBfgsOptimizerResults`.
+* If a compiled chunk raises (say, an assertion in the loss), the variables
+  get the best finite point the chunk evaluated, as
+  `ScipyOptimizerInterface` does, not the chunk's start point.
 * A run costs one compiled loss-and-gradient call at the start point, then
   one compiled solver call (eager) or one `session.run` (graph mode) per
   chunk, then one assignment of the result to the variables.
@@ -41,6 +44,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
+from tf_extopt import _evaluators
 from tf_extopt.external_optimizer import ExternalOptimizerInterface
 from tf_extopt.lbfgs import lbfgs_minimize
 from tf_extopt.lbfgsb import lbfgsb_minimize
@@ -81,6 +85,37 @@ def _variable_reads(graph, variables):
   return reads
 
 
+def _dependent_ops(loss_op, reads):
+  """The ops on a path from a variable read to `loss_op`.
+
+  A depth-first walk with an explicit stack, so that a graph deeper than
+  Python's recursion limit is walked as well.
+
+  Returns:
+    `(dependent, order)`: a dict from every visited op's name to whether it
+    depends on a read in `reads`, and the dependent ops in topological order.
+  """
+  dependent = {}
+  order = []
+  stack = [(loss_op, False)]
+  while stack:
+    op, inputs_done = stack.pop()
+    if inputs_done:
+      dep = any(t.name in reads or dependent.get(t.op.name, False)
+                for t in op.inputs)
+      dependent[op.name] = dep
+      if dep:
+        order.append(op)
+    elif op.name not in dependent:
+      # Marked before its inputs are visited: a cycle (a v1 while loop)
+      # then reads False instead of looping forever.
+      dependent[op.name] = False
+      stack.append((op, True))
+      stack.extend((t.op, False) for t in op.inputs
+                   if t.name not in reads and t.op.name not in dependent)
+  return dependent, order
+
+
 def _graph_loss_function(loss, variables):
   """A pure function `[values per variable] -> loss` copying `loss`'s graph.
 
@@ -93,27 +128,9 @@ def _graph_loss_function(loss, variables):
   """
   graph = loss.graph
   reads = _variable_reads(graph, variables)
-  # Ops on a path from a variable read to the loss, in topological order.
-  dependent = {}
-  order = []
-
-  def visit(op):
-    if op.name in dependent:
-      return dependent[op.name]
-    dependent[op.name] = False  # Guards against cycles (none in a DAG).
-    dep = False
-    for t in op.inputs:
-      if t.name in reads:
-        dep = True
-      elif visit(t.op):
-        dep = True
-    dependent[op.name] = dep
-    if dep:
-      order.append(op)
-    return dep
-
-  if not visit(loss.op):
-    raise ValueError("loss does not depend on any variable in var_list.")
+  dependent, order = _dependent_ops(loss.op, reads)
+  if not dependent[loss.op.name]:
+    _evaluators.check_depends([None])
   graph_def = tf.compat.v1.GraphDef()
   external = {}
   for op in order:
@@ -127,9 +144,6 @@ def _graph_loss_function(loss, variables):
     for t in op.inputs:
       if t.name not in reads and not dependent.get(t.op.name, False):
         external[t.name] = t
-  dependent_names = {op.name for op in order}
-  if loss.op.name not in dependent_names:
-    raise ValueError("loss does not depend on any variable in var_list.")
 
   def function(values):
     input_map = {name: values[i] for name, i in reads.items()}
@@ -155,16 +169,46 @@ def _control_flow_v2():
 
   After `tf.compat.v1.disable_v2_behavior()`, v1 control flow cannot feed the
   loss function's captured inputs (placeholders) into a loop frame. The
-  switch is TensorFlow's own module flag (what `enable_control_flow_v2` sets),
-  restored on exit so the user's graph is otherwise built as they asked.
+  previous setting is restored on exit, so the user's graph is otherwise
+  built as they asked.
   """
-  from tensorflow.python.ops import control_flow_util  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
-  previous = control_flow_util.ENABLE_CONTROL_FLOW_V2
-  control_flow_util.ENABLE_CONTROL_FLOW_V2 = True
+  previous = tf.compat.v1.control_flow_v2_enabled()
+  tf.compat.v1.enable_control_flow_v2()
   try:
     yield
   finally:
-    control_flow_util.ENABLE_CONTROL_FLOW_V2 = previous
+    if not previous:
+      tf.compat.v1.disable_control_flow_v2()
+
+
+class _BestSeen:
+  """The best finite point the compiled loop has evaluated, in variables.
+
+  An exception inside a compiled chunk (a failing assertion or numerics
+  check in the loss, an out-of-memory error) loses the loop's state, so the
+  objective records its best point in two variables as it goes: their
+  assignments have run before the failure, and the interface assigns that
+  point instead of going back to the chunk's start.
+  """
+
+  def __init__(self, size):
+    # Not in any collection: no Saver or initializer of the user's sees
+    # them; `reset` initializes them before every run.
+    self.x = tf.compat.v1.Variable(
+        tf.zeros([size], tf.float64), trainable=False, collections=[],
+        use_resource=True, name="best_x")
+    self.f = tf.compat.v1.Variable(
+        tf.constant(math.inf, tf.float64), trainable=False, collections=[],
+        use_resource=True, name="best_f")
+
+  def update(self, x, f):
+    """Records float64 `x` with loss `f` if better; TF-level, in the loop."""
+    better = (f < self.f) & tf.reduce_all(tf.math.is_finite(x))
+    self.x.assign(tf.where(better, x, self.x))
+    self.f.assign(tf.where(better, f, self.f))
+
+  def reset(self, x, f):
+    return tf.group(self.x.assign(x), self.f.assign(f))
 
 
 class LbfgsOptimizerInterface(ExternalOptimizerInterface):
@@ -264,6 +308,7 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     self._num_pairs = self._options.get("num_correction_pairs", 10)
     self._compiled = None
     self._graph_ops = None
+    self._best = None
     if self._evaluator.mode == "graph":
       self._build_graph_ops(loss)
 
@@ -275,8 +320,9 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
   # --- The objective ----------------------------------------------------------
 
   def _objective_eager(self, x):
-    loss, grad = self._evaluator.value_and_gradient_tf(
-        tf.cast(x, tf.float64))
+    x = tf.cast(x, tf.float64)
+    loss, grad = self._evaluator.value_and_gradient_tf(x)
+    self._best.update(x, loss)
     return tf.cast(loss, self._dtype), tf.cast(grad, self._dtype)
 
   def _solve(self, objective, x0, previous, max_iterations):
@@ -300,6 +346,7 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
   def _eager_functions(self):
     if self._compiled is None:
       n, m, dtype = self._packer.size, self._num_pairs, self._dtype
+      self._best = _BestSeen(n)
       scalar_i = tf.TensorSpec([], tf.int32)
       prev_spec = LBfgsOptimizerResults(
           converged=tf.TensorSpec([], tf.bool),
@@ -372,14 +419,20 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     # straight into the loop body, loses the loop state's static shapes.
     @tf.function(autograph=False)
     def objective(x):
-      values = packer.unpack(tf.cast(x, tf.float64))
+      x = tf.cast(x, tf.float64)
+      values = packer.unpack(x)
       value = loss_of_values(values)
       grads = tf.gradients(value, values)
-      return (tf.cast(tf.reshape(value, []), dtype),
+      value = tf.reshape(value, [])
+      self._best.update(x, tf.cast(value, tf.float64))
+      return (tf.cast(value, dtype),
               tf.cast(packer.pack_tensors(grads), dtype))
 
     with loss.graph.as_default(), tf.name_scope("lbfgs_interface"):
       ph = tf.compat.v1.placeholder
+      self._best = _BestSeen(n)
+      best_x, best_f = ph(tf.float64, [n]), ph(tf.float64, [])
+      self._graph_reset = (best_x, best_f, self._best.reset(best_x, best_f))
       max_it = ph(tf.int32, [], name="max_iterations")
       prev = LBfgsOptimizerResults(
           converged=ph(tf.bool, []), failed=ph(tf.bool, []),
@@ -416,8 +469,9 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     Raises:
       ValueError: as `ExternalOptimizerInterface.minimize`.
       Any exception raised while running (including `KeyboardInterrupt`)
-      propagates after the last completed chunk's point (or the initial
-      point) has been assigned to the variables.
+      propagates after the best finite point evaluated so far (at least
+      the last completed chunk's point, or the initial point) has been
+      assigned to the variables.
     """
     run = self._evaluator.bind(session, feed_dict, fetches, run_kwargs)
     for name, cb in (("step_callback", step_callback),
@@ -430,9 +484,14 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
       session = session or tf.compat.v1.get_default_session()
       feed = dict(feed_dict) if feed_dict else {}
       prev_ph, max_it_ph, resume_op = self._graph_ops
+      best_x_ph, best_f_ph, reset_best = self._graph_reset
 
-      def start(x0, max_iterations):
-        return resume(self._numpy_start_results(x0, run), max_iterations)
+      def track_from(x0, f0):
+        session.run(reset_best, feed_dict={best_x_ph: x0, best_f_ph: f0},
+                    **run_kwargs)
+
+      def best_seen():
+        return session.run(self._best.x)
 
       def resume(previous, max_iterations):
         fd = dict(feed)
@@ -442,11 +501,24 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     else:
       resume_fn = self._eager_functions()
 
+      def track_from(x0, f0):
+        self._best.reset(x0, f0)
+
+      def best_seen():
+        return self._best.x.numpy()
+
       def resume(previous, max_iterations):
         return resume_fn(previous, tf.constant(max_iterations, tf.int32))
 
-      def start(x0, max_iterations):
-        return resume(self._numpy_start_results(x0, run), max_iterations)
+    tracking = []
+
+    def start(x0, max_iterations):
+      previous = self._numpy_start_results(x0, run)
+      f0 = float(previous.objective_value)
+      track_from(previous.position.astype(np.float64),
+                 f0 if math.isfinite(f0) else math.inf)
+      tracking.append(True)
+      return resume(previous, max_iterations)
 
     callbacks = step_callback is not None or loss_callback is not None
     chunk = self.optimizer_kwargs.get("iterations_per_call")
@@ -502,7 +574,14 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
         if stopped or finished:
           break
     except BaseException:
-      # Never leave the variables at the last trial point of a cut run.
+      # Never leave the variables at the last trial point of a cut run: the
+      # best point the loop evaluated is at least as good as the last
+      # completed chunk's.
+      if tracking:
+        try:
+          x_best = best_seen()
+        except Exception:  # pylint: disable=broad-except
+          pass  # The session itself failed; keep the last chunk's point.
       run.assign(x_best)
       raise
     run.assign(x_best)

@@ -132,8 +132,8 @@ def lbfgsb_minimize(value_and_gradients_function,
       `+inf` entries (or `None` entries in a Python list) mean unbounded.
       Must satisfy `lower_bounds <= upper_bounds`; equal bounds fix a
       variable.
-    previous_optimizer_results: an `LBfgsOptimizerResults` to resume from.
-      Exactly one of this and `initial_position` must be given.
+    previous_optimizer_results: an `LBfgsOptimizerResults` (or a namedtuple
+      with its fields, such as TFP's) to resume from. Exactly one of this and `initial_position` must be given.
     num_correction_pairs: Python int >= 1, the memory size `m`.
     tolerance: scalar >= 0; converged when the sup-norm of the projected
       gradient `P(x - g) - x` is at most `tolerance`.
@@ -187,7 +187,9 @@ def lbfgsb_minimize(value_and_gradients_function,
       upper, more = _bound(upper_bounds, "upper_bounds", position, np.inf)
       checks += more
       checks += _check_order(lower, upper)
-      if _statically_unbounded(lower, upper):
+      # An empty problem (n = 0) has no bound to honour, and the Cauchy
+      # point's reductions need at least one variable.
+      if _statically_unbounded(lower, upper) or position.shape[-1] == 0:
         return lbfgs.unconstrained_strategy(), checks
       flat = tf.stack([-1, tf.shape(position)[-1]])
       lower = tf.reshape(tf.broadcast_to(lower, tf.shape(position)), flat)
@@ -342,7 +344,7 @@ def bounded_strategy(lower, upper):
     return tf.where(unbounded, tf.fill(tf.shape(feasible), big), feasible)
 
   def initial_step(d, iteration, memory):
-    one = tf.ones_like(d[:, 0])
+    one = tf.ones(tf.shape(d)[:1], d.dtype)  # `d[:, 0]` fails when n = 0.
     first = tf.equal(iteration, 0) & tf.equal(memory.count, 0)
     inverse_norm = tf.math.divide_no_nan(one, tf.norm(d, axis=-1))
     bounded_first = tf.where(boxed, one, tf.minimum(inverse_norm, one))
