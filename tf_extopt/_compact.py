@@ -15,7 +15,7 @@ and ``[B, 2m, 2m]``: unused slots have zero columns in ``W`` and a unit
 diagonal entry in ``K``, so they contribute nothing to ``B``. ``M`` is formed
 explicitly (it is at most 2m x 2m) from the two symmetric positive definite
 blocks of ``K`` (``D`` and ``T = theta S^T S + L D^{-1} L^T``, SciPy's
-``formt``), each inverted by unrolled Gauss-Jordan elimination; no QR, which
+``formt``), each inverted by Gauss-Jordan elimination; no QR, which
 XLA runs slowly on CPU. Members where a block is not numerically positive
 definite are reported, so the caller can drop their memory as SciPy does when
 its Cholesky factorisation fails.
@@ -45,7 +45,7 @@ CompactForm = collections.namedtuple(
     ])
 
 
-def spd_inverse(matrix):
+def spd_inverse(matrix, unroll=False):
   """Batched inverse of symmetric positive definite `[B, k, k]`, static `k`.
 
   Gauss-Jordan elimination in place, without pivoting (positive definite
@@ -53,8 +53,10 @@ def spd_inverse(matrix):
   Only elementwise ops and reductions, the same on CPU, GPU and TPU (XLA's
   CPU decompositions cost milliseconds for a batch of 1000 tiny matrices).
   Unrolled outside XLA (every `tf.while_loop` trip is a function call
-  there); a `tf.while_loop` under XLA, where the unrolled steps of the
-  several inverses a solver trip needs made compilation take minutes.
+  there) or with `unroll`; otherwise a `tf.while_loop` under XLA, where the
+  unrolled steps of the four `m x m` inverses of a compact-form trip made
+  compilation slower (measured on a loaded machine: 250 s against 170 s for
+  100 30-D problems).
 
   Returns:
     `(inverse [B, k, k], ok [B] bool)`; `ok` is false where a pivot was not
@@ -85,7 +87,7 @@ def spd_inverse(matrix):
     return p + 1, matrix, ok
 
   ok = tf.ones_like(scale, dtype=tf.bool)
-  if _context.in_xla_context():
+  if _context.in_xla_context() and not unroll:
     _, matrix, ok = tf.while_loop(lambda p, *_: p < k, step,
                                   (tf.constant(0), matrix, ok))
   else:

@@ -128,5 +128,7 @@ def newton_step(x, g, matrix, cauchy):
   # Z^T B Z, with a unit diagonal on the fixed variables.
   reduced = (matrix * freef[:, :, None] * freef[:, None, :]
              + tf.linalg.diag(1.0 - freef))
-  inverse, ok = _compact.spd_inverse(reduced)
+  # Unrolled as before this path shared `spd_inverse`: one small inverse
+  # per trip compiles quickly.
+  inverse, ok = _compact.spd_inverse(reduced, unroll=True)
   return _matvec(inverse, r) * freef, ok
