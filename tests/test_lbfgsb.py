@@ -20,9 +20,11 @@ import scipy.optimize
 import tensorflow as tf
 
 import tf_extopt
+from tf_extopt import _cauchy
 from tf_extopt import _compact
 from tf_extopt import _dense
 from tf_extopt import _memory
+from tf_extopt import _subspace
 from tf_extopt import lbfgsb
 from tf_extopt import test_problems
 
@@ -293,7 +295,7 @@ def test_spd_inverse_and_its_failure_flag():
   a = a @ np.transpose(a, [0, 2, 1]) + 0.1 * np.eye(6)
   a[1] = -a[1]                          # negative definite
   a[2, 3, :] = a[2, :, 3] = 0.0         # singular
-  inverse, ok = _dense.spd_inverse(tf.constant(a))
+  inverse, ok = _compact.spd_inverse(tf.constant(a))
   np.testing.assert_array_equal(ok.numpy(), [True, False, False, True])
   for i in (0, 3):
     np.testing.assert_allclose(inverse.numpy()[i], np.linalg.inv(a[i]),
@@ -566,3 +568,52 @@ def test_lower_above_upper_in_graph_mode_asserts():
                      match="`lower_bounds` must not contain NaN or inf"):
     solve(tf.constant([0.0, np.inf, 0.0], tf.float64),
           tf.constant([1.0, np.inf, 1.0], tf.float64))
+
+
+def test_quasi_definite_inverse_and_its_failure_flag():
+  rng = np.random.RandomState(1)
+  k = 4
+  p = rng.randn(3, k, k)
+  p = p @ np.transpose(p, [0, 2, 1]) + 0.1 * np.eye(k)
+  c = rng.randn(3, k, k)
+  a = rng.randn(3, k, k)
+  a = a @ np.transpose(a, [0, 2, 1])
+  p[2] = -p[2]                          # P not positive definite
+  inverse, ok = _compact.quasi_definite_inverse(
+      tf.constant(p), tf.constant(c), tf.constant(a))
+  np.testing.assert_array_equal(ok.numpy(), [True, True, False])
+  for i in (0, 1):
+    matrix = np.block([[-p[i], c[i].T], [c[i], a[i]]])
+    np.testing.assert_allclose(inverse.numpy()[i], np.linalg.inv(matrix),
+                               rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("counts", [[0, 1, 3, 4], [4, 4, 2, 4]])
+def test_compact_subspace_step_solves_the_reduced_newton_system(counts):
+  """`_subspace.newton_step` solves Z^T B Z du = -Z^T (g + B (x^c - x))."""
+  n, num_pairs = 9, 4
+  memory = _random_memory(len(counts), num_pairs, n, counts, seed=5)
+  rng = np.random.RandomState(6)
+  x = tf.constant(rng.uniform(-1.0, 1.0, (len(counts), n)))
+  g = tf.constant(rng.randn(len(counts), n))
+  # Tight boxes on the even variables (reached at the Cauchy point), far
+  # bounds on the odd ones (free there).
+  width = np.where(np.arange(n) % 2 == 0, 1e-3, 1e3)
+  lower = x - tf.constant(width)
+  upper = x + tf.constant(width)
+  compact = _compact.compact_form(memory)
+  cauchy = _cauchy.generalized_cauchy_point(x, g, lower, upper, compact)
+  du, ok = _subspace.newton_step(x, g, compact, cauchy)
+  _, matrix = _dense.bfgs_matrix(memory)
+  assert ok.numpy().all()
+  # Some variables reach their bound at the Cauchy point, some stay free.
+  assert cauchy.free.numpy().any(axis=-1).all()
+  assert not cauchy.free.numpy().all(axis=-1).any()
+  for b in range(len(counts)):
+    free = cauchy.free.numpy()[b]
+    reduced = matrix.numpy()[b][np.ix_(free, free)]
+    r = -(g.numpy()[b] + matrix.numpy()[b] @ (cauchy.x.numpy()[b]
+                                               - x.numpy()[b]))
+    np.testing.assert_allclose(reduced @ du.numpy()[b][free], r[free],
+                               rtol=1e-8, atol=1e-8)
+    np.testing.assert_array_equal(du.numpy()[b][~free], 0.0)

@@ -1,5 +1,6 @@
 """tf_extopt: the best optimiser for the job, in TensorFlow 2."""
 
+from tf_extopt._eager import NotCompiledWarning
 from tf_extopt._results import LBfgsOptimizerResults
 from tf_extopt._results import converged_all
 from tf_extopt._results import converged_any
@@ -17,6 +18,7 @@ __all__ = [
     "LbfgsOptimizerInterface",
     "ScipyOptimizerInterface",
     "LBfgsOptimizerResults",
+    "NotCompiledWarning",
     "converged_all",
     "converged_any",
     "lbfgs_minimize",

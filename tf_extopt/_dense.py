@@ -31,7 +31,7 @@ from tf_extopt import _cauchy
 from tf_extopt import _compact
 from tf_extopt import _memory
 
-__all__ = ["bfgs_matrix", "cauchy_point", "newton_step", "spd_inverse"]
+__all__ = ["bfgs_matrix", "cauchy_point", "newton_step"]
 
 
 def _matvec(matrix, vector):
@@ -59,41 +59,6 @@ def bfgs_matrix(memory):
               / tf.where(use, sbs, one)[:, None, None])
     matrix = tf.where(use[:, None, None], matrix + update, matrix)
   return theta, matrix
-
-
-def spd_inverse(matrix):
-  """Batched inverse of symmetric positive definite `[B, k, k]`, static `k`.
-
-  Gauss-Jordan elimination in place, without pivoting (positive definite
-  matrices never need it), unrolled over the `k` pivots.
-
-  Returns:
-    `(inverse [B, k, k], ok [B] bool)`; `ok` is false where a pivot was not
-    safely positive (the matrix is not numerically positive definite) or the
-    result is not finite.
-  """
-  dtype = matrix.dtype
-  k = matrix.shape[-1]
-  eps = np.finfo(dtype.as_numpy_dtype).eps
-  scale = tf.reduce_max(tf.abs(tf.linalg.diag_part(matrix)), axis=-1)
-  ok = tf.ones_like(scale, dtype=tf.bool)
-  for p in range(k):
-    pivot = matrix[:, p, p]
-    ok &= pivot > eps * k * scale
-    inverse_pivot = 1.0 / tf.where(ok, pivot, tf.ones_like(pivot))
-    column = matrix[:, :, p] * inverse_pivot[:, None]       # a_ip / a_pp
-    row = matrix[:, p, :]
-    unit = tf.one_hot(p, k, dtype=dtype)
-    # Off the pivot's row and column a_ij - a_ip a_pj / a_pp; the row is
-    # divided by the pivot, the column divided and negated, and the pivot
-    # replaced by its inverse.
-    matrix = (matrix - column[:, :, None] * row[:, None, :]
-              + unit[None, :, None] * (row * inverse_pivot[:, None])[:, None, :]
-              - column[:, :, None] * unit[None, None, :]
-              + (unit[:, None] * unit[None, :])[None]
-              * inverse_pivot[:, None, None])
-  ok &= tf.reduce_all(tf.math.is_finite(matrix), axis=[-2, -1])
-  return matrix, ok
 
 
 def cauchy_point(x, g, lower, upper, theta, matrix):
@@ -163,5 +128,7 @@ def newton_step(x, g, matrix, cauchy):
   # Z^T B Z, with a unit diagonal on the fixed variables.
   reduced = (matrix * freef[:, :, None] * freef[:, None, :]
              + tf.linalg.diag(1.0 - freef))
-  inverse, ok = spd_inverse(reduced)
+  # Unrolled as before this path shared `spd_inverse`: one small inverse
+  # per trip compiles quickly.
+  inverse, ok = _compact.spd_inverse(reduced, unroll=True)
   return _matvec(inverse, r) * freef, ok

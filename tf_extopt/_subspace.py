@@ -10,7 +10,12 @@ others held at ``x^c``. Byrd, Lu, Nocedal & Zhu (1995), section 5.1:
                          = r^c / theta + Z^T W N^{-1} M W^T Z r^c / theta^2,
                      N = I - M W^T Z Z^T W / theta            (2m x 2m)
 
-(Sherman-Morrison-Woodbury, the paper's eq. 5.11). The step is then brought
+(Sherman-Morrison-Woodbury, the paper's eq. 5.11). Since ``N^{-1} M =
+(K - W^T Z Z^T W / theta)^{-1}`` and that matrix is, like ``K``,
+``[[-P, C^T], [C, A]]`` with ``P = D + Y^T Z Z^T Y / theta`` and the Schur
+complement ``A + C P^{-1} C^T`` positive definite, it is inverted from those
+two blocks as SciPy's ``formk`` does (`_compact.quasi_definite_inverse`).
+The step is then brought
 back into the box as in L-BFGS-B 3.0 (Morales & Nocedal, 2011): the free
 variables are projected, ``x^ = P(x^c + d^u)``; if the projection changed
 anything and ``g.(x^ - x) > 0`` (not a descent direction), the projected
@@ -49,14 +54,23 @@ def newton_step(x, g, compact, cauchy):
   r = -(g + theta[:, None] * (xcp - x) - wm_c) * freef
   wz = w * freef[..., None]                                  # Z Z^T W
   wz_r = tf.linalg.matvec(wz, r, transpose_a=True)           # W^T Z r
-  gram = tf.linalg.matmul(wz, wz, transpose_a=True)          # W^T Z Z^T W
-  size = tf.shape(m)[-1]
-  identity = tf.eye(size, batch_shape=tf.shape(m)[:1], dtype=x.dtype)
-  n_matrix = identity - tf.linalg.matmul(m, gram) / theta[:, None, None]
-  v, ok = _compact.solve(n_matrix,
-                         tf.linalg.matvec(m, wz_r)[..., None])
+  # v = N^{-1} M W^T Z r = (K - W^T Z Z^T W / theta)^{-1} W^T Z r, and that
+  # matrix has K's structure [[-P, C^T], [C, A]] (SciPy's `formk`).
+  num_pairs = compact.d.shape[-1]
+  y_free, s_free = wz[..., :num_pairs], wz[..., num_pairs:]  # Z Z^T Y, theta S
+  s_held = w[..., num_pairs:] * (1.0 - freef)[..., None]
+  over_theta = 1.0 / theta[:, None, None]
+  p = (tf.linalg.diag(compact.d)
+       + tf.linalg.matmul(y_free, y_free, transpose_a=True) * over_theta)
+  c = compact.lower - tf.linalg.matmul(s_free, y_free,
+                                       transpose_a=True) * over_theta
+  unused = tf.linalg.diag(tf.cast(~compact.valid, x.dtype))
+  a = (tf.linalg.matmul(s_held, s_held, transpose_a=True) * over_theta
+       + unused)
+  inverse, ok = _compact.quasi_definite_inverse(p, c, a)
+  v = tf.linalg.matvec(inverse, wz_r)
   du = (r / theta[:, None]
-        + tf.linalg.matvec(wz, v[..., 0]) / (theta * theta)[:, None])
+        + tf.linalg.matvec(wz, v) / (theta * theta)[:, None])
   return du * freef, ok
 
 

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from tf_extopt import _convergence
 from tf_extopt import _driver
+from tf_extopt import _eager
 from tf_extopt import _memory
 from tf_extopt import _validation
 
@@ -47,6 +48,10 @@ def lbfgs_minimize(value_and_gradients_function,
   step, except on the very first iteration, where it is `1 / ||d||_2` (a step
   of unit length, as SciPy does) unless `initial_inverse_hessian_estimate`
   sets the scale.
+
+  Called eagerly, the loop is traced once into a `tf.function` that is
+  cached per objective and static options and reused (see `_eager`); an
+  objective that cannot be traced runs op by op with a `NotCompiledWarning`.
 
   Differences from TFP, all deliberate:
 
@@ -96,11 +101,12 @@ def lbfgs_minimize(value_and_gradients_function,
     compile_update: keyword-only; None (default), True or False. Whether
       each trip's own arithmetic (line search, memory update, direction) runs
       as one XLA computation when the loop itself is not compiled with XLA.
-      None does so in a `tf.function` whose static batch size is at least
-      256, where it makes a batch of small problems about twice as fast
-      (the objective is not compiled; the first call pays about two seconds
-      of compilation). True also applies it eagerly and to small batches;
-      False never. Under `jit_compile=True` it changes nothing.
+      None does so in a graph (a `tf.function`, or an eager call, which runs
+      as one) whose static batch size is at least 256, where it makes a
+      batch of small problems about twice as fast (the objective is not
+      compiled; the first call pays about two seconds of compilation). True
+      also applies it to small batches and to the op-by-op loop; False
+      never. Under `jit_compile=True` it changes nothing.
 
   Returns:
     `LBfgsOptimizerResults` (see its docstring for the fields and shapes).
@@ -124,6 +130,19 @@ def lbfgs_minimize(value_and_gradients_function,
     J. J. Moré, D. J. Thuente. Line search algorithms with guaranteed
     sufficient decrease. ACM TOMS 20(3), 1994.
   """
+  if _eager.compiles_here():
+    return _eager.call(lbfgs_minimize, value_and_gradients_function, dict(
+        initial_position=initial_position,
+        previous_optimizer_results=previous_optimizer_results,
+        num_correction_pairs=num_correction_pairs, tolerance=tolerance,
+        x_tolerance=x_tolerance, f_relative_tolerance=f_relative_tolerance,
+        initial_inverse_hessian_estimate=initial_inverse_hessian_estimate,
+        max_iterations=max_iterations,
+        parallel_iterations=parallel_iterations,
+        stopping_condition=stopping_condition,
+        max_line_search_iterations=max_line_search_iterations,
+        f_absolute_tolerance=f_absolute_tolerance, name=name,
+        compile_update=compile_update), _eager_tensors)
   with tf.name_scope(name or "minimize"):
 
     def make_strategy(position):
@@ -148,6 +167,17 @@ def lbfgs_minimize(value_and_gradients_function,
         stopping_condition=stopping_condition,
         max_line_search_iterations=max_line_search_iterations,
         compile_update=compile_update)
+
+
+def _eager_tensors(arguments):
+  """The tensor-valued arguments of an eager call, converted and checked."""
+  position, tensors = _eager.common_tensors(arguments)
+  estimate = arguments["initial_inverse_hessian_estimate"]
+  if estimate is not None:
+    tensors["initial_inverse_hessian_estimate"], _ = (
+        _validation.positive_diagonal(
+            estimate, "initial_inverse_hessian_estimate", position))
+  return tensors
 
 
 def unconstrained_strategy(initial_inverse_hessian=None):

@@ -8,6 +8,7 @@ from tf_extopt import _compact
 from tf_extopt import _convergence
 from tf_extopt import _dense
 from tf_extopt import _driver
+from tf_extopt import _eager
 from tf_extopt import _subspace
 from tf_extopt import lbfgs
 
@@ -99,6 +100,9 @@ def lbfgsb_minimize(value_and_gradients_function,
   bound takes the plain two-loop L-BFGS direction, which equals the
   L-BFGS-B direction when nothing is active.
 
+  Called eagerly, the loop runs as a cached `tf.function`, as for
+  `lbfgs_minimize`.
+
   Deliberate deviations from SciPy:
 
   * Batched: members never wait for each other; `num_objective_evaluations`
@@ -153,11 +157,12 @@ def lbfgsb_minimize(value_and_gradients_function,
     compile_update: keyword-only; None (default), True or False. Whether
       each trip's own arithmetic (line search, memory update, direction) runs
       as one XLA computation when the loop itself is not compiled with XLA.
-      None does so in a `tf.function` whose static batch size is at least
-      256, where it makes a batch of small problems about twice as fast
-      (the objective is not compiled; the first call pays about two seconds
-      of compilation). True also applies it eagerly and to small batches;
-      False never. Under `jit_compile=True` it changes nothing.
+      None does so in a graph (a `tf.function`, or an eager call, which runs
+      as one) whose static batch size is at least 256, where it makes a
+      batch of small problems about twice as fast (the objective is not
+      compiled; the first call pays about two seconds of compilation). True
+      also applies it to small batches and to the op-by-op loop; False
+      never. Under `jit_compile=True` it changes nothing.
 
   Returns:
     `LBfgsOptimizerResults`, the same fields as `lbfgs_minimize`;
@@ -180,6 +185,19 @@ def lbfgsb_minimize(value_and_gradients_function,
     J. L. Morales, J. Nocedal. Remark on "Algorithm 778: L-BFGS-B". ACM TOMS
     38(1), 2011.
   """
+  if _eager.compiles_here():
+    return _eager.call(lbfgsb_minimize, value_and_gradients_function, dict(
+        initial_position=initial_position, lower_bounds=lower_bounds,
+        upper_bounds=upper_bounds,
+        previous_optimizer_results=previous_optimizer_results,
+        num_correction_pairs=num_correction_pairs, tolerance=tolerance,
+        x_tolerance=x_tolerance, f_relative_tolerance=f_relative_tolerance,
+        max_iterations=max_iterations,
+        parallel_iterations=parallel_iterations,
+        stopping_condition=stopping_condition,
+        max_line_search_iterations=max_line_search_iterations,
+        f_absolute_tolerance=f_absolute_tolerance, name=name,
+        compile_update=compile_update), _eager_tensors)
   with tf.name_scope(name or "lbfgsb_minimize"):
 
     def make_strategy(position):
@@ -207,6 +225,27 @@ def lbfgsb_minimize(value_and_gradients_function,
         stopping_condition=stopping_condition,
         max_line_search_iterations=max_line_search_iterations,
         compile_update=compile_update)
+
+
+def _eager_tensors(arguments):
+  """The tensor-valued arguments of an eager call, converted and checked.
+
+  Bounds that are all infinite are passed as None: the solver tells an
+  unbounded problem from the static values, which a traced argument lacks.
+  The others are broadcast to the position's shape, so that a scalar bound
+  and a per-variable one do not trace twice.
+  """
+  position, tensors = _eager.common_tensors(arguments)
+  lower, _ = _bound(arguments["lower_bounds"], "lower_bounds", position,
+                    -np.inf)
+  upper, _ = _bound(arguments["upper_bounds"], "upper_bounds", position,
+                    np.inf)
+  _check_order(lower, upper)
+  if not _statically_unbounded(lower, upper):
+    for name, bound in (("lower_bounds", lower), ("upper_bounds", upper)):
+      if arguments[name] is not None:
+        tensors[name] = tf.broadcast_to(bound, tf.shape(position))
+  return tensors
 
 
 def _bound(value, name, position, default):
