@@ -215,15 +215,15 @@ def test_himmelblau_resume_any_then_all_counts_as_one_run(regime):
         stopping_condition=tf_extopt.converged_all)
     return first, second
 
-  starts = tf.constant(HIMMELBLAU_STARTS)
   if regime == "session":
     with tf.Graph().as_default() as graph:
-      pair = any_then_all(starts)
+      pair = any_then_all(tf.constant(HIMMELBLAU_STARTS))
       with tf.compat.v1.Session(graph=graph) as session:
         first, second = session.run(pair)
   else:
     call = tf.function(any_then_all) if regime == "function" else any_then_all
-    first, second = tf.nest.map_structure(lambda t: t.numpy(), call(starts))
+    first, second = tf.nest.map_structure(
+        lambda t: t.numpy(), call(tf.constant(HIMMELBLAU_STARTS)))
   _check_converged_any(first)
   assert second.converged.all() and not second.failed.any()
   np.testing.assert_allclose(second.position, HIMMELBLAU_MINIMA, rtol=0,
