@@ -22,6 +22,8 @@ from scipy.stats import special_ortho_group
 
 import tf_extopt
 from tf_extopt import test_problems
+from tests.test_lbfgs import quadratic as diagonal_bowl
+from tests.test_lbfgs import skewed_quadratic as rotated_bowl
 
 REGIMES = ("eager", "function", "session")
 
@@ -54,28 +56,6 @@ def tfp_evaluations(key, function, start, **kwargs):
 
 def sup_norm(x):
   return float(np.max(np.abs(x)))
-
-
-def diagonal_bowl(minimum, scales):
-  return test_problems.value_and_gradients(
-      lambda x: tf.reduce_sum(scales * (x - minimum) ** 2, axis=-1))
-
-
-def rotated_bowl(minimum, hessian):
-  """`(x - m)^T H (x - m) / 2`."""
-
-  def value(x):
-    offset = x - minimum
-    return 0.5 * tf.reduce_sum(offset * tf.linalg.matvec(hessian, offset), -1)
-
-  return test_problems.value_and_gradients(value)
-
-
-def random_rotation(dim, seed):
-  """A rotation drawn the way TFP's skewed-bowl tests draw theirs."""
-  np.random.seed(seed)
-  minimum = np.random.randn(dim)
-  return minimum, special_ortho_group.rvs(dim)
 
 
 # --- Quadratic bowls: converged, gradient below tolerance, at the minimum ---
