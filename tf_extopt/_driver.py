@@ -20,8 +20,8 @@ The algorithm-specific parts come in through a `Strategy`:
 * ``reset_on_bad_curvature``: when an accepted step has ``s.y <= eps |g.s|``,
   forget the memory (True) or just skip the pair (False).
 * ``refine_steps`` (default False): whether the line search may spend one
-  more trial at the modelled line minimiser after a Wolfe point (see
-  `_linesearch`).
+  more trial at the modelled line minimiser after a point with sufficient
+  decrease (see "Refinement" in `_linesearch`).
 
 Each iteration::
 

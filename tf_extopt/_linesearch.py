@@ -153,8 +153,8 @@ def init(initial_step, value, slope, max_step, min_step=None, refine=False):
     max_step: `[B]` largest step allowed (e.g. the distance to a bound).
     min_step: optional `[B]` smallest step allowed; zero by default.
     refine: Python bool; whether a point with sufficient decrease may be
-      followed by one trial at the line minimiser of the quadratic model (see the module
-      docstring).
+      followed by one trial at the line minimiser of the quadratic model
+      (see the module docstring).
 
   Returns:
     The packed state whose `step` is the first trial to evaluate.

@@ -48,8 +48,8 @@ def lbfgs_minimize(value_and_gradients_function,
   of unit length, as SciPy does) unless `initial_inverse_hessian_estimate`
   sets the scale.
 
-  Refinement: when the accepted Wolfe step `a` is well modelled by the
-  quadratic through `phi(0)`, `phi'(0)` and `phi'(a)` (the cubic term of the
+  Refinement: when a trial step `a` with sufficient decrease (Wolfe or not)
+  is well modelled by the quadratic through `phi(0)`, `phi'(0)` and `phi'(a)` (the cubic term of the
   Hermite fit is small: `|phi(a) - phi(0) - a (phi'(0) + phi'(a)) / 2| <=
   1e-3 (phi(0) - phi(a))`) and the point does not already meet `tolerance`,
   one more evaluation goes to that quadratic's minimiser
