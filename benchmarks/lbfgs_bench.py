@@ -2,13 +2,17 @@
 
 Part 1 solves the standard problems of `tf_extopt.test_problems` with all
 three solvers at the same gradient tolerance and reports objective
-evaluations and success. Part 2 times a batch of 1000 Rosenbrock-10 problems,
-and one of 1000 L2-regularised logistic regressions (512 x 10 each, an
-objective that costs something), in graph mode (`tf.function`) and under XLA
+evaluations and success. Part 2 solves a family of random quadratics at
+TFP's defaults (`max_iterations=50`, `tolerance=1e-8` as TFP's tests pass
+it), the setting of a user who swaps TFP's solver for ours: converged counts,
+iterations and evaluations per family. Part 3 times a batch of 1000
+Rosenbrock-10 problems, and one of 1000 L2-regularised logistic regressions
+(512 x 10 each, an objective that costs something), in graph mode
+(`tf.function`) and under XLA
 (`jit_compile=True`); every compiled function is called once to trace and
 compile before timing.
 
-Run: python benchmarks/lbfgs_bench.py
+Run: python benchmarks/lbfgs_bench.py [--parts problems,quadratics,timing]
 """
 
 import argparse
@@ -20,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 import scipy.optimize
+import scipy.stats
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -85,6 +90,106 @@ def print_problem_table(rows):
         f"**{statistics.median(r['ours'] / r['scipy'] for r in rows):.2f}** | "
         f"**{statistics.median(r['ours'] / r['tfp'] for r in rows):.2f}** | "
         f"{sum(r['ours_ok'] for r in rows)}/{len(rows)} solved by tf_extopt |")
+  print()
+
+
+QUADRATIC_TOLERANCE = 1e-8
+QUADRATIC_FAMILIES = ("sphere-100", "diagonal, scales exp(N(0,1))",
+                      "diagonal, scales exp(N(0,2))", "rotated-50")
+
+
+def quadratic_problem(family, seed):
+  """`(hessian, minimum)` of `f(x) = (x - m)^T H (x - m) / 2`; start at ones.
+
+  The unit sphere is TFP's `sum (x - m)^2`; diagonal bowls are TFP's
+  `sum s_i (x_i - m_i)^2` with `n` drawn from 20..100; the rotated bowls are
+  TFP's skewed 50-D quadratic with eigenvalues `exp(N(0, 1))`.
+  """
+  rng = np.random.RandomState(1000 * QUADRATIC_FAMILIES.index(family) + seed)
+  if family == "sphere-100":
+    return 2.0 * np.eye(100), rng.randn(100)
+  if family == "rotated-50":
+    rotation = scipy.stats.special_ortho_group.rvs(50, random_state=rng)
+    eigenvalues = np.exp(rng.randn(50))
+    return rotation.T @ np.diag(eigenvalues) @ rotation, rng.randn(50)
+  n = rng.randint(20, 101)
+  sigma = 1.0 if "N(0,1)" in family else 2.0
+  return 2.0 * np.diag(np.exp(sigma * rng.randn(n))), rng.randn(n)
+
+
+def _quadratic_value_and_gradient(x, hessian, minimum):
+  offset = x - minimum
+  gradient = tf.linalg.matvec(hessian, offset)
+  return 0.5 * tf.reduce_sum(offset * gradient, axis=-1), gradient
+
+
+def quadratic_family(seeds):
+  """Per-family results of the three solvers on `seeds` quadratics each.
+
+  Each solver is traced once, with the problem's data as arguments of
+  unknown size, so the whole family costs two traces.
+  """
+  spec = [tf.TensorSpec([None], tf.float64),
+          tf.TensorSpec([None, None], tf.float64),
+          tf.TensorSpec([None], tf.float64)]
+
+  def traced(solver):
+    return tf.function(
+        lambda x, h, m: solver(
+            lambda y: _quadratic_value_and_gradient(y, h, m), x,
+            tolerance=QUADRATIC_TOLERANCE),
+        input_signature=spec)
+
+  ours = traced(tf_extopt.lbfgs_minimize)
+  theirs = traced(tfp.optimizer.lbfgs_minimize)
+  rows = []
+  for family in QUADRATIC_FAMILIES:
+    runs = []
+    for seed in range(seeds):
+      hessian, minimum = quadratic_problem(family, seed)
+      start = np.ones_like(minimum)
+      args = (tf.constant(start), tf.constant(hessian), tf.constant(minimum))
+      a, b = ours(*args), theirs(*args)
+      reference = scipy.optimize.minimize(
+          lambda x, h=hessian, m=minimum: (0.5 * (x - m) @ h @ (x - m),
+                                           h @ (x - m)),
+          start, jac=True, method="L-BFGS-B",
+          options={"gtol": QUADRATIC_TOLERANCE, "ftol": 0, "maxiter": 1000})
+      runs.append({
+          "ours_ok": bool(a.converged), "tfp_ok": bool(b.converged),
+          "ours_it": int(a.num_iterations), "tfp_it": int(b.num_iterations),
+          "ours_ev": int(a.num_objective_evaluations),
+          "tfp_ev": int(b.num_objective_evaluations),
+          "scipy_ev": int(reference.nfev),
+          "scipy_ok": bool(np.max(np.abs(reference.jac))
+                           <= QUADRATIC_TOLERANCE)})
+    rows.append((family, runs))
+  return rows
+
+
+def print_quadratic_table(rows, seeds):
+  print(f"### Random quadratics at TFP's defaults (max_iterations=50, "
+        f"tolerance={QUADRATIC_TOLERANCE:g}), {seeds} seeds per family\n")
+  print("SciPy runs to the same gradient tolerance without the iteration "
+        "cap. Iterations and evaluations are medians over the seeds.\n")
+  print("| family | converged (ours/TFP) | iterations (ours/TFP) "
+        "| evaluations (ours/SciPy/TFP) | ours/SciPy | converged where TFP "
+        "did |")
+  print("|---|---:|---:|---:|---:|---:|")
+  med = lambda runs, key: statistics.median(r[key] for r in runs)
+  everything = []
+  for family, runs in rows + [("**all**", None)]:
+    runs = runs or everything
+    both = sum(r["ours_ok"] for r in runs if r["tfp_ok"])
+    print(f"| {family} | {sum(r['ours_ok'] for r in runs)}/"
+          f"{sum(r['tfp_ok'] for r in runs)} of {len(runs)} | "
+          f"{med(runs, 'ours_it'):g}/{med(runs, 'tfp_it'):g} | "
+          f"{med(runs, 'ours_ev'):g}/{med(runs, 'scipy_ev'):g}/"
+          f"{med(runs, 'tfp_ev'):g} | "
+          f"{statistics.median(r['ours_ev'] / r['scipy_ev'] for r in runs):.2f}"
+          f" | {both}/{sum(r['tfp_ok'] for r in runs)} |")
+    if family != "**all**":
+      everything += runs
   print()
 
 
@@ -177,12 +282,21 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--batch-size", type=int, default=1000)
   parser.add_argument("--repeats", type=int, default=9)
+  parser.add_argument("--seeds", type=int, default=10,
+                      help="quadratics per family in part 2")
+  parser.add_argument("--parts", default="problems,quadratics,timing",
+                      help="comma-separated subset of the three parts")
   args = parser.parse_args()
+  parts = args.parts.split(",")
   print(f"TensorFlow {tf.__version__}, TFP {tfp.__version__}, "
         f"SciPy {scipy.__version__}\n")
-  print_problem_table(standard_problems())
-  batched_rosenbrock(args.batch_size, args.repeats)
-  batched_logistic(args.batch_size, args.repeats)
+  if "problems" in parts:
+    print_problem_table(standard_problems())
+  if "quadratics" in parts:
+    print_quadratic_table(quadratic_family(args.seeds), args.seeds)
+  if "timing" in parts:
+    batched_rosenbrock(args.batch_size, args.repeats)
+    batched_logistic(args.batch_size, args.repeats)
 
 
 if __name__ == "__main__":

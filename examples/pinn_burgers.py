@@ -56,26 +56,75 @@ def make_model(width, depth, seed=0):
   return keras.Sequential(layers)
 
 
-def make_loss(model, xt, edges, values):
+def make_weights_loss(model, xt, edges, values):
+  """The loss as a function of a list of weight tensors (the model's order).
 
-  def residual():
+  Evaluates the network with `model.stateless_call`, so the same loss serves
+  Keras optimisers (through `make_loss`) and solvers that work on tensors.
+  """
+
+  def loss_of(weights):
+    net = lambda inputs: model.stateless_call(weights, [], inputs)[0]
     x, t = xt[:, :1], xt[:, 1:]
     with tf.GradientTape() as outer:
       outer.watch(x)
       with tf.GradientTape(persistent=True) as inner:
         inner.watch([x, t])
-        u = model(tf.concat([x, t], axis=1))
+        u = net(tf.concat([x, t], axis=1))
       u_x = inner.gradient(u, x)
       u_t = inner.gradient(u, t)
     u_xx = outer.gradient(u_x, x)
-    return u_t + u * u_x - NU * u_xx
-
-  def loss():
-    pde = tf.reduce_mean(tf.square(residual()))
-    fit = tf.reduce_mean(tf.square(model(edges) - values))
+    residual = u_t + u * u_x - NU * u_xx
+    pde = tf.reduce_mean(tf.square(residual))
+    fit = tf.reduce_mean(tf.square(net(edges) - values))
     return pde + fit
 
-  return loss
+  return loss_of
+
+
+def make_loss(model, xt, edges, values):
+  """The loss of the model's current weights, for Keras-style optimisers."""
+  loss_of = make_weights_loss(model, xt, edges, values)
+  return lambda: loss_of([v.value for v in model.trainable_variables])
+
+
+def flat_objective(model, xt, edges, values):
+  """`(value_and_gradients, start)` on one flat vector of the model's weights.
+
+  This is the problem as `lbfgs_minimize` (ours or TFP's) sees it; `start`
+  is the model's current weights, flattened.
+  """
+  loss_of = make_weights_loss(model, xt, edges, values)
+  shapes = [tuple(v.shape) for v in model.trainable_variables]
+  sizes = [int(np.prod(shape)) for shape in shapes]
+
+  def value_and_gradients(flat):
+    with tf.GradientTape() as tape:
+      tape.watch(flat)
+      pieces = tf.split(flat, sizes)
+      value = loss_of([tf.reshape(p, s) for p, s in zip(pieces, shapes)])
+    return value, tape.gradient(value, flat)
+
+  start = tf.concat([tf.reshape(v.value, [-1])
+                     for v in model.trainable_variables], axis=0)
+  return value_and_gradients, start
+
+
+def train_adam(model, loss, steps, learning_rate=1e-3):
+  """`steps` Adam steps on `loss`; returns the final loss."""
+  adam = keras.optimizers.Adam(learning_rate)
+
+  @tf.function
+  def adam_step():
+    with tf.GradientTape() as tape:
+      value = loss()
+    grads = tape.gradient(value, model.trainable_variables)
+    adam.apply_gradients(zip(grads, model.trainable_variables))
+    return value
+
+  for _ in range(steps):
+    adam_step()
+  return float(loss())
 
 
 def relative_error(model, grid=101):
@@ -136,20 +185,8 @@ def main(argv=None):
   model = make_model(width, depth)
   loss = make_loss(model, xt, edges, values)
 
-  adam = keras.optimizers.Adam(1e-3)
-
-  @tf.function
-  def adam_step():
-    with tf.GradientTape() as tape:
-      value = loss()
-    grads = tape.gradient(value, model.trainable_variables)
-    adam.apply_gradients(zip(grads, model.trainable_variables))
-    return value
-
   start = time.perf_counter()
-  for _ in range(adam_steps):
-    adam_step()
-  adam_loss = float(loss())
+  adam_loss = train_adam(model, loss, adam_steps)
   adam_error, _ = relative_error(model)
   print("Adam: %d steps, loss %.3e, relative L2 error %.2e (%.1f s)" %
         (adam_steps, adam_loss, adam_error, time.perf_counter() - start))

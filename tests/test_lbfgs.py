@@ -98,23 +98,24 @@ TFP_BOWLS = _tfp_bowls()
 
 @pytest.mark.parametrize("name", sorted(TFP_BOWLS))
 def test_tfp_quadratic_bowls(name):
-  """TFP's bowls: same minimum as TFP, in fewer evaluations.
+  """TFP's bowls at TFP's defaults: TFP's minimum and iterations.
 
-  Deviation (documented): at tolerance 1e-8 the ill-conditioned 40-D/50-D
-  bowls need more than TFP's default 50 iterations, because our line search
-  accepts the unit step instead of minimising exactly along each line.
+  The line search's refinement step makes the line searches exact on a
+  quadratic, so the iterations match those of TFP's near-exact Hager–Zhang
+  searches, at fewer evaluations per iteration.
   """
   function, start, minimum = TFP_BOWLS[name]
-  ours = solve("function", function, start, tolerance=1e-8,
-               max_iterations=200)
-  theirs = tfp_solve(function, start, tolerance=1e-8, max_iterations=200)
+  ours = solve("function", function, start, tolerance=1e-8)
+  theirs = tfp_solve(function, start, tolerance=1e-8)
   assert ours.converged and not ours.failed
   assert np.max(np.abs(ours.objective_gradient)) <= 1e-8
   np.testing.assert_allclose(ours.position, minimum, atol=1e-5)
   np.testing.assert_allclose(ours.position, theirs.position, atol=1e-5)
-  # No evaluation-count claim here: on tiny quadratics TFP's near-exact line
-  # search can win (strong_skew_3d: 12 against our 17); the benchmark reports
-  # the medians over the standard problems.
+  assert ours.num_iterations <= theirs.num_iterations
+  # Up to two per iteration against TFP's two or more; on the 2-D bowl the
+  # refinement's extra trial can cost one evaluation more than TFP.
+  assert (ours.num_objective_evaluations
+          <= theirs.num_objective_evaluations + 1)
 
 
 def test_rosenbrock_2d_as_tfp():
@@ -272,9 +273,11 @@ def test_same_minima_as_scipy(problem):
                                atol=1e-8)
   if problem.minimizer_is_unique:
     np.testing.assert_allclose(ours.position, reference.x, atol=1e-4)
-  # The same line search as SciPy, so the same evaluation count up to
-  # rounding (SciPy's count includes its first evaluation, as ours does).
-  assert ours.num_objective_evaluations <= 1.1 * reference.nfev
+  # SciPy's line search plus the refinement of quadratic-looking steps,
+  # which spends an evaluation to save iterations: per problem up to 1.3x
+  # SciPy's count (SciPy's includes its first evaluation, as ours does);
+  # the benchmark's median over these problems stays at or below SciPy's.
+  assert ours.num_objective_evaluations <= 1.3 * reference.nfev
 
 
 # --- Every regime, both dtypes ----------------------------------------------

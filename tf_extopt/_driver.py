@@ -19,6 +19,9 @@ The algorithm-specific parts come in through a `Strategy`:
 * ``project(x) -> x``: maps trial points into the feasible set.
 * ``reset_on_bad_curvature``: when an accepted step has ``s.y <= eps |g.s|``,
   forget the memory (True) or just skip the pair (False).
+* ``refine_steps`` (default False): whether the line search may spend one
+  more trial at the modelled line minimiser after a point with sufficient
+  decrease (see "Refinement" in `_linesearch`).
 
 Each iteration::
 
@@ -48,7 +51,7 @@ from tf_extopt._results import converged_all
 Strategy = collections.namedtuple(
     "Strategy",
     ["direction", "stationarity", "max_step", "initial_step", "project",
-     "reset_on_bad_curvature"])
+     "reset_on_bad_curvature", "refine_steps"], defaults=(False,))
 
 Config = collections.namedtuple(
     "Config",
@@ -191,7 +194,8 @@ def _start_searches(state, where, strategy):
   hopeless = where & ~(slope < 0)
   first = strategy.initial_step(d, state.iteration, memory)
   search = _linesearch.init(first, state.f, slope,
-                            strategy.max_step(state.x, d))
+                            strategy.max_step(state.x, d),
+                            refine=strategy.refine_steps)
   return state._replace(
       memory=memory,
       direction=_where(where, d, state.direction),
@@ -214,8 +218,10 @@ def _advance(config, strategy, state, x_trial, f_trial, g_trial):
   trial_ok = tf.reduce_all(tf.math.is_finite(x_trial), axis=-1)
   finite = trial_ok & _convergence.is_finite_point(f_trial, g_trial)
   slope = tf.reduce_sum(g_trial * state.direction, axis=-1)
+  # A trial that already meets the gradient test needs no refinement.
+  final = strategy.stationarity(x_trial, g_trial) <= config.tolerance
   new_packed, status, moved = _linesearch.step(state.search, f_trial, slope,
-                                               finite)
+                                               finite, final)
   new_search = _linesearch.unpack(new_packed)
   best_gradient = _where(moved, g_trial, state.best_gradient)
 

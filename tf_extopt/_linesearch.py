@@ -33,6 +33,34 @@ auxiliary function, Moré–Thuente's ``alpha_l``); ``sty, fy, gy`` ->
 ``brackt`` -> ``bracketed``; ``stage`` 1 -> ``stage_one``; ``stmin, stmax`` ->
 ``lower, upper`` (the interval the next trial must lie in).
 
+Refinement (optional, ``init(..., refine=True)``; a deviation from MINPACK).
+Moré–Thuente accepts the first strong-Wolfe trial, which on a quadratic
+leaves the step short of, or past, the line minimum, and L-BFGS then loses
+the conjugacy that exact steps give it: more iterations, which is what
+`max_iterations` counts. So when a trial ``a`` has sufficient decrease
+(``fa <= f0 + ftol a g0``; Wolfe or not: the first iteration's trial is a
+guess), the quadratic through ``phi(0) = f0``, ``phi'(0) = g0`` and
+``phi'(a) = ga`` is checked against the value ``phi(a) = fa``. Its
+prediction is the trapezoidal rule, ``fa ~ f0 + a (g0 + ga) / 2``, whose
+error is exactly the cubic term of the Hermite cubic through the four data
+(``-c3 a^3 / 2``). If::
+
+    |fa - f0 - a (g0 + ga) / 2| <= MODEL_TOLERANCE * (f0 - fa)   (trusted)
+    ga != 0, and the caller's stopping test fails at a ("final")
+
+the search spends one more trial at the model's minimiser (the secant
+step, positive because a trusted model with decrease is convex)::
+
+    a* = a g0 / (g0 - ga)
+
+and ends there: ``a*`` is taken when ``phi(a*) <= fa`` (its gradient is then
+the one returned), otherwise the search ends with ``WARNING`` and ``a`` as the
+best point, whose gradient the caller kept because ``moved`` was set. On a
+quadratic ``a*`` is the exact line minimum, so L-BFGS takes the iterations of
+exact line searches (TFP's Hager–Zhang lands close to them too); on functions
+whose lines are not nearly quadratic the rule does not fire and the search is
+MINPACK's. The extra trial is one more loop trip for that member only.
+
 Non-finite trials (NaN or +inf value or slope) are a deviation from MINPACK,
 which has no notion of them: the trial becomes the upper end of a bracket and
 the next step bisects towards the best point, so a search that steps into an
@@ -63,6 +91,10 @@ _EXTRAPOLATE_LOWER = 1.1     # xtrapl
 _EXTRAPOLATE_UPPER = 4.0     # xtrapu
 _SHRINK_FACTOR = 0.66        # force a bisection unless the interval shrinks
 
+# Refinement (see the module docstring): only where the cubic term of the
+# line's Hermite fit is this small against the decrease.
+MODEL_TOLERANCE = 1e-3
+
 LineSearchState = collections.namedtuple(
     "LineSearchState",
     [
@@ -83,6 +115,8 @@ LineSearchState = collections.namedtuple(
         "upper",            # [B] stmax.
         "min_step",         # [B] stpmin.
         "max_step",         # [B] stpmax.
+        "may_refine",       # [B] bool: refinement is on (see above).
+        "refining",         # [B] bool: the pending trial is that one.
         "num_evaluations",  # [B] int32 trials consumed so far.
     ])
 LineSearchState.__doc__ = """State of one batched Moré–Thuente search.
@@ -104,10 +138,11 @@ def unpack(packed):
   state = LineSearchState(*fields)
   return state._replace(
       bracketed=state.bracketed > 0.5, stage_one=state.stage_one > 0.5,
+      may_refine=state.may_refine > 0.5, refining=state.refining > 0.5,
       num_evaluations=tf.cast(tf.round(state.num_evaluations), tf.int32))
 
 
-def init(initial_step, value, slope, max_step, min_step=None):
+def init(initial_step, value, slope, max_step, min_step=None, refine=False):
   """Starts a search at `phi(0) = value`, `phi'(0) = slope`.
 
   Args:
@@ -117,6 +152,9 @@ def init(initial_step, value, slope, max_step, min_step=None):
       members that will be searched.
     max_step: `[B]` largest step allowed (e.g. the distance to a bound).
     min_step: optional `[B]` smallest step allowed; zero by default.
+    refine: Python bool; whether a point with sufficient decrease may be
+      followed by one trial at the line minimiser of the quadratic model
+      (see the module docstring).
 
   Returns:
     The packed state whose `step` is the first trial to evaluate.
@@ -144,10 +182,13 @@ def init(initial_step, value, slope, max_step, min_step=None):
       upper=first + _EXTRAPOLATE_UPPER * first,
       min_step=min_step,
       max_step=max_step,
+      may_refine=tf.fill(tf.shape(value), tf.constant(float(refine),
+                                                        value.dtype)),
+      refining=zero,
       num_evaluations=zero))
 
 
-def step(state, value, slope, is_finite):
+def step(state, value, slope, is_finite, final=None):
   """Consumes the objective at `state.step` and proposes the next trial.
 
   Args:
@@ -156,6 +197,8 @@ def step(state, value, slope, is_finite):
     slope: `[B]` directional derivative at `state.step`.
     is_finite: `[B]` bool, whether the value and the whole gradient were
       finite. Non-finite trials shrink the step (see the module docstring).
+    final: optional `[B]` bool, true where the trial already meets the
+      caller's stopping test; such a point is never refined.
 
   Returns:
     `(new_state, status, moved)`: the state with the next trial in `step`;
@@ -184,8 +227,20 @@ def step(state, value, slope, is_finite):
                       <= INTERVAL_TOLERANCE * state.upper))
       | (is_finite & (stp >= state.max_step) & (f <= ftest) & (g <= gtest))
       | ((stp <= state.min_step) & (~is_finite | (f > ftest) | (g >= gtest))))
-  status = tf.where(converged, CONVERGED,
-                    tf.where(warning, WARNING, CONTINUE))
+  # The extra trial of a refinement ends the search: taken when it is no
+  # higher than the refined point, else the search falls back on that point.
+  refining = state.refining
+  refined_ok = is_finite & (f <= state.best_value)
+  # Any point with sufficient decrease may be refined, Wolfe or not: on the
+  # first iteration the trial is a guess that is often too short.
+  armijo = is_finite & (f <= ftest)
+  refine, line_minimum = _refinement(
+      state, stp, f, g, armijo if final is None else armijo & ~final)
+  status = tf.where(
+      refining, tf.where(refined_ok, CONVERGED, WARNING),
+      tf.where(refine, CONTINUE,
+               tf.where(converged, CONVERGED,
+                        tf.where(warning, WARNING, CONTINUE))))
 
   # Stage one uses the auxiliary function psi(a) = phi(a) - phi(0) - a*gtest
   # until a step with psi <= 0 and phi' >= 0 is seen.
@@ -249,11 +304,40 @@ def step(state, value, slope, is_finite):
       lower=lower, upper=upper,
       min_step=state.min_step,
       max_step=state.max_step,
+      may_refine=state.may_refine,
+      refining=tf.zeros_like(f),
       num_evaluations=state.num_evaluations + 1)), packed)
+  # A refining member keeps the refined point as its best point and tries the
+  # line minimiser next.
+  new_state = tf.where(refine[None], pack(state._replace(
+      step=tf.clip_by_value(line_minimum, state.min_step, state.max_step),
+      best_step=stp, best_value=f, best_slope=g,
+      refining=tf.ones_like(f),
+      num_evaluations=state.num_evaluations + 1)), new_state)
   is_counter = tf.one_hot(len(LineSearchState._fields) - 1,
                           len(LineSearchState._fields), dtype=dtype)
   new_state += is_counter[:, None] * tf.cast(~searching, dtype)[None]
-  return new_state, status, moved & searching
+  return new_state, status, (moved & searching) | refine
+
+
+def _refinement(state, stp, f, g, candidate):
+  """Whether a trial with sufficient decrease buys one more trial, and where.
+
+  See "Refinement" in the module docstring for the rule and its formulas.
+
+  Returns:
+    `(refine, line_minimum)`, both `[B]`.
+  """
+  f0, g0 = state.initial_value, state.initial_slope
+  decrease = f0 - f
+  # Trapezoidal rule: exact for a quadratic along the line.
+  model_error = tf.abs(decrease + 0.5 * stp * (g0 + g))
+  trusted = model_error <= MODEL_TOLERANCE * decrease
+  line_minimum = stp * tf.math.divide_no_nan(g0, g0 - g)
+  refine = (state.may_refine & ~state.refining & candidate & trusted
+            & tf.not_equal(g, 0) & (line_minimum > 0)
+            & tf.math.is_finite(line_minimum))
+  return refine, line_minimum
 
 
 def _dcstep(stx, fx, dx, sty, fy, dy, stp, fp, dp, bracketed, stpmin, stpmax):
