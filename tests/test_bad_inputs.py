@@ -103,9 +103,8 @@ SOLVER_ERRORS = [
     ("position_float16", {}, None, np.array([3., 4.], np.float16),
      TypeError, "`initial_position` must have a floating dtype.*float32 or float64.*"
      "float16"),
-    pytest.param("position_int", {}, None, np.array([3, 4]), TypeError,
-     "`initial_position` must have dtype float32 or float64.*int64",
-     marks=pytest.mark.xfail(reason="message changed by the eager-compile merge (issue 12); open, see session note", strict=False)),
+    ("position_int", {}, None, np.array([3, 4]), TypeError,
+     "`initial_position` must have dtype float32 or float64.*int64"),
     ("position_scalar", {}, None, np.float64(3.), ValueError,
      "`initial_position` must have shape"),
     ("function_not_callable", {}, "not a function", None, TypeError,
