@@ -104,7 +104,8 @@ SOLVER_ERRORS = [
      TypeError, "`initial_position` must have a floating dtype.*float32 or float64.*"
      "float16"),
     ("position_int", {}, None, np.array([3, 4]), TypeError,
-     "`initial_position` must have dtype float32 or float64.*int64"),
+     "`initial_position` must have a floating dtype.*float32 or float64.*"
+     "int64"),
     ("position_scalar", {}, None, np.float64(3.), ValueError,
      "`initial_position` must have shape"),
     ("function_not_callable", {}, "not a function", None, TypeError,

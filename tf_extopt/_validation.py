@@ -36,11 +36,6 @@ def position(value, name):
     dtype = tf.as_dtype(dtype)
   else:
     dtype = tf.as_dtype(np.asarray(value).dtype)
-  if not dtype.is_floating:
-    raise TypeError(
-        f"`{name}` must have dtype float32 or float64; got {dtype.name}, "
-        "which is not a floating dtype. Cast it first, e.g. "
-        "tf.cast(x, tf.float64).")
   if dtype not in _SOLVER_DTYPES:
     raise TypeError(
         f"`{name}` must have a floating dtype the solvers support (float32 "
