@@ -198,6 +198,31 @@ def test_chunks_of_four_with_loss_callback(reference64):
   np.testing.assert_allclose(got[-1][1], result.x[:3])
 
 
+def test_progress_callback_reports_the_solver_state(shared):
+  points, progress = [], []
+
+  def on_progress(p):
+    progress.append(p)
+    if len(progress) == 4:
+      raise StopIteration
+
+  result = shared.reset().opt.minimize(step_callback=points.append,
+                                       progress_callback=on_progress)
+  assert result.status == 99 and len(progress) == 4 == result.nit
+  assert [p.nit for p in progress] == [1, 2, 3, 4]
+  for p, x in zip(progress, points):
+    np.testing.assert_array_equal(p.x, x)
+  nfev = [p.nfev for p in progress]
+  assert all(b > a for a, b in zip(nfev, nfev[1:]))
+  assert nfev[-1] == result.nfev
+  assert progress[-1].fun == result.fun
+  v_size = shared.v.shape.num_elements()
+  expected = _loss_terms(tf.constant(points[-1][:v_size].reshape(
+      shared.v.shape)), tf.constant(points[-1][v_size:].reshape(
+          shared.w.shape)))
+  assert result.fun == pytest.approx(float(expected), rel=1e-12)
+
+
 def test_stop_iteration_keeps_that_point(shared):
   calls = []
 

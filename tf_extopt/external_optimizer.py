@@ -121,7 +121,9 @@ class ExternalOptimizerInterface:
     `g(x) -> float64 vector`, one per constraint.
   * `packed_bounds`: None, or a list with one `(low, high)` pair per packed
     element (+/-inf where unbounded), as contrib passed it.
-  * `step_callback(x)`: call once per iteration.
+  * `step_callback(x, fun=None)`: call once per iteration with the
+    iterate; pass `fun`, the loss there, when the algorithm knows it (the
+    interface then need not look it up for `progress_callback`).
   * `optimizer_kwargs`: a copy of the extra constructor kwargs.
   * `loss_func(x) -> loss` (an addition to contrib's arguments): the loss
     alone, skipping the gradient, for gradient-free algorithms.
@@ -256,7 +258,8 @@ class ExternalOptimizerInterface:
     return self._packed_bounds_arrays
 
   def minimize(self, session=None, feed_dict=None, fetches=None,
-               step_callback=None, loss_callback=None, **run_kwargs):
+               step_callback=None, loss_callback=None,
+               progress_callback=None, **run_kwargs):
     """Minimizes the loss and assigns the optimum to the variables.
 
     Args:
@@ -272,6 +275,14 @@ class ExternalOptimizerInterface:
         `StopIteration` to end the run; the best point seen is assigned.
       loss_callback: Called on every loss evaluation with the evaluated
         `fetches` as positional arguments.
+      progress_callback: Called once per iteration, after `step_callback`,
+        with an `OptimizeResult` holding `x` (the packed iterate), `fun`
+        (the loss there), `nit` (iterations so far) and `nfev` (loss
+        evaluations so far), like SciPy's `callback(intermediate_result)`.
+        The loss comes from the optimizer or from the evaluation at that
+        point; only when neither has it (SciPy's TNC, some custom
+        algorithms) is it evaluated again, and that evaluation is not
+        counted in `nfev`. Raise `StopIteration` to end the run.
       **run_kwargs: Graph mode: passed to every `session.run`.
 
     Returns:
@@ -293,26 +304,39 @@ class ExternalOptimizerInterface:
       been assigned to the variables.
     """
     run = self._evaluator.bind(session, feed_dict, fetches, run_kwargs)
-    if step_callback is not None and not callable(step_callback):
-      raise ValueError("step_callback must be callable; got %s." %
-                       type(step_callback).__name__)
-    if loss_callback is not None and not callable(loss_callback):
-      raise ValueError("loss_callback must be callable; got %s." %
-                       type(loss_callback).__name__)
+    for name, cb in (("step_callback", step_callback),
+                     ("loss_callback", loss_callback),
+                     ("progress_callback", progress_callback)):
+      if cb is not None and not callable(cb):
+        raise ValueError("%s must be callable; got %s." %
+                         (name, type(cb).__name__))
     initial_val = run.read()
     best = _BestPoint(initial_val, by_loss=not self._has_constraints)
     counts = {"nfev": 0, "nit": 0}
+    # The last evaluated point and its loss, for `progress_callback`: most
+    # algorithms report an iterate they have just evaluated.
+    last = {} if progress_callback is not None else None
     loss_grad_func, loss_func = self._make_loss_funcs(run, best, counts,
-                                                      loss_callback)
+                                                      loss_callback, last)
 
-    def step(xk, *unused_args):
+    def loss_at(xk):
+      if np.array_equal(last.get("x"), xk):
+        return last["f"]
+      return float(run.value(xk)[0])
+
+    def step(xk, *unused_args, fun=None):
       counts["nit"] += 1
       best.update_iterate(xk)
-      if step_callback is not None:
-        try:
+      try:
+        if step_callback is not None:
           step_callback(xk)
-        except StopIteration:
-          raise _EarlyStop() from None
+        if progress_callback is not None:
+          progress_callback(OptimizeResult(
+              x=np.array(xk, dtype=np.float64),
+              fun=loss_at(xk) if fun is None else float(fun),
+              nit=counts["nit"], nfev=counts["nfev"]))
+      except StopIteration:
+        raise _EarlyStop() from None
 
     eq_funcs, eq_grads = self._constraint_funcs(run, "eq",
                                                 self._num_equalities)
@@ -348,11 +372,12 @@ class ExternalOptimizerInterface:
     self._log(result)
     return result
 
-  def _make_loss_funcs(self, run, best, counts, loss_callback):
+  def _make_loss_funcs(self, run, best, counts, loss_callback, last=None):
     """Builds the `loss_grad_func(x)` and `loss_func(x)` given to optimizers.
 
     The no-callback versions do no per-variable work, only one compiled call
-    and one comparison, because they run once per evaluation.
+    and one comparison, because they run once per evaluation. If `last` is
+    a dict, it keeps a copy of the last evaluated point `x` and its loss `f`.
     """
     value_and_grad = run.value_and_grad
     value = run.value
@@ -369,6 +394,8 @@ class ExternalOptimizerInterface:
       out, fetched = value_and_grad(x)
       f, g = out[0], out[1:]
       update(f, x, g)
+      if last is not None:
+        last.update(x=np.array(x), f=float(f))
       if loss_callback is not None:
         _callback(fetched)
       return f, g
@@ -378,6 +405,8 @@ class ExternalOptimizerInterface:
       f, fetched = value(x)
       f = float(f)
       update(f, x)
+      if last is not None:
+        last.update(x=np.array(x), f=f)
       if loss_callback is not None:
         _callback(fetched)
       return f
@@ -665,5 +694,25 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
       fun, jac = loss_grad_func, True
     return scipy.optimize.minimize(
         fun, initial_val, jac=jac, method=method, bounds=bounds,
-        constraints=constraints or (), callback=step_callback,
+        constraints=constraints or (),
+        callback=self._scipy_callback(method, step_callback),
         **optimizer_kwargs)
+
+  @staticmethod
+  def _scipy_callback(method, step_callback):
+    """A SciPy callback handing `step_callback` the iterate and its loss.
+
+    SciPy passes `callback(intermediate_result)`, which carries `fun`, to
+    every method but TNC, which passes only the point; a custom method
+    may call it with the point as well.
+    """
+    if isinstance(method, str) and method.lower() == "tnc":
+      return step_callback
+
+    def callback(intermediate_result):
+      if isinstance(intermediate_result, OptimizeResult):
+        step_callback(intermediate_result.x,
+                      fun=intermediate_result.get("fun"))
+      else:
+        step_callback(intermediate_result)
+    return callback

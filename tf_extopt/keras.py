@@ -288,8 +288,7 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     The `History` callback: `history.history['loss']` has one entry per
     iteration; `history.evaluations[i]` is the number of objective
     evaluations (loss and gradient over the full data) made by the end of
-    iteration `i` (SciPy: not counting the one `fit` adds per iteration to
-    read the loss); `history.result` is the optimizer's `OptimizeResult`
+    iteration `i`; `history.result` is the optimizer's `OptimizeResult`
     (None when `max_iterations=0`).
 
   Raises:
@@ -343,36 +342,12 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
                                   max_iterations=int(max_iterations),
                                   iterations_per_call=1,
                                   jit_compile=jit_compile, **options)
-
-    def current_loss(unused_x):
-      return float(opt._last_results.objective_value)  # pylint: disable=protected-access
-
-    def evaluations():
-      return int(opt._last_results.num_objective_evaluations)  # pylint: disable=protected-access
-
-    minimize_kwargs = {}
   else:
     scipy_options = dict(options.pop("options", None) or {})
     scipy_options.setdefault("maxiter", int(max_iterations))
     opt = ScipyOptimizerInterface(objective, model, method=method,
                                   options=scipy_options,
                                   jit_compile=jit_compile, **options)
-    value_fn = opt._evaluator.value_fn()  # pylint: disable=protected-access
-
-    def current_loss(x):
-      # SciPy's callback gets only the point: one extra (compiled)
-      # evaluation per iteration gives the loss there.
-      return float(value_fn(tf.constant(x, tf.float64)))
-
-    counter = [0]
-
-    def count_evaluation():
-      counter[0] += 1
-
-    def evaluations():
-      return counter[0]
-
-    minimize_kwargs = {"loss_callback": count_evaluation}
 
   # One callback is accepted as Keras' own `fit` does.
   if isinstance(callbacks, K.callbacks.Callback):
@@ -397,8 +372,8 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
              if verbose else None)
   state = {"epoch": 0, "logs": {}}
 
-  def evaluate_logs(x_now):
-    logs = {"loss": current_loss(x_now)}
+  def evaluate_logs(progress):
+    logs = {"loss": float(progress.fun)}
     if with_metrics:
       data = dataset if dataset is not None else x_t
       kwargs = {} if dataset is not None else dict(y=y_t,
@@ -415,9 +390,9 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
       logs.update({"val_" + k: float(v) for k, v in values.items()})
     return logs
 
-  def step_callback(x_now):
-    history.evaluations.append(evaluations())
-    logs = evaluate_logs(x_now)
+  def on_iteration(progress):
+    history.evaluations.append(int(progress.nfev))
+    logs = evaluate_logs(progress)
     epoch = state["epoch"]
     cb_list.on_epoch_end(epoch, logs)
     state["logs"] = logs
@@ -435,7 +410,7 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
   cb_list.on_train_begin()
   cb_list.on_epoch_begin(0)
   if max_iterations:
-    result = opt.minimize(step_callback=step_callback, **minimize_kwargs)
+    result = opt.minimize(progress_callback=on_iteration)
   else:
     result = None
   if progbar is not None and state["epoch"] < max_iterations:

@@ -451,13 +451,17 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
   # --- minimize -------------------------------------------------------------------
 
   def minimize(self, session=None, feed_dict=None, fetches=None,
-               step_callback=None, loss_callback=None, **run_kwargs):
+               step_callback=None, loss_callback=None,
+               progress_callback=None, **run_kwargs):
     """Minimizes the loss on the device and assigns the optimum.
 
     Args: as `ExternalOptimizerInterface.minimize`, except that
-      `step_callback(x)` and `loss_callback(*fetched)` are called once per
-      chunk of `iterations_per_call` iterations, at the chunk's end point.
-      Raising `StopIteration` in either ends the run at that point.
+      `step_callback(x)`, `loss_callback(*fetched)` and
+      `progress_callback(progress)` are called once per chunk of
+      `iterations_per_call` iterations, at the chunk's end point (`progress`
+      has the solver's own `fun`, `nit` and `nfev` there: no evaluation is
+      added). Raising `StopIteration` in any of them ends the run at that
+      point.
 
     Returns:
       A `scipy.optimize.OptimizeResult` with `x` (packed float64 point now
@@ -475,7 +479,8 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     """
     run = self._evaluator.bind(session, feed_dict, fetches, run_kwargs)
     for name, cb in (("step_callback", step_callback),
-                     ("loss_callback", loss_callback)):
+                     ("loss_callback", loss_callback),
+                     ("progress_callback", progress_callback)):
       if cb is not None and not callable(cb):
         raise ValueError("%s must be callable; got %s." %
                          (name, type(cb).__name__))
@@ -520,7 +525,8 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
       tracking.append(True)
       return resume(previous, max_iterations)
 
-    callbacks = step_callback is not None or loss_callback is not None
+    callbacks = any(cb is not None for cb in (step_callback, loss_callback,
+                                              progress_callback))
     chunk = self.optimizer_kwargs.get("iterations_per_call")
     if chunk is None:
       chunk = 1 if callbacks else max(self._max_iterations, 1)
@@ -531,7 +537,6 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     if loss_callback is not None and fetches and not graph:
       fetch_fn = self._evaluator.value_fn(list(fetches))
     results = None
-    self._last_results = None
     stopped = False
     try:
       done = 0
@@ -545,9 +550,6 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
             *[np.asarray(getattr(t, "numpy", lambda t=t: t)())
               for t in results])
         x_best = numpy_results.position.astype(np.float64)
-        # For subclasses and `tf_extopt.keras.fit`: the state the callbacks
-        # are about to see.
-        self._last_results = numpy_results
         previous_done, done = done, int(numpy_results.num_iterations)
         finished = (bool(numpy_results.converged)
                     or bool(numpy_results.failed) or done >= total
@@ -569,6 +571,11 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
               else:
                 fetched = []
               loss_callback(*fetched)
+            if progress_callback is not None:
+              progress_callback(OptimizeResult(
+                  x=x_best.copy(),
+                  fun=float(numpy_results.objective_value), nit=done,
+                  nfev=int(numpy_results.num_objective_evaluations)))
           except StopIteration:
             stopped = True
         if stopped or finished:
