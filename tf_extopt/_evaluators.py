@@ -129,42 +129,47 @@ class GraphEvaluator:
 
 
 class _GraphRun:
-  """A `GraphEvaluator` bound to one session, feed_dict and fetches."""
+  """A `GraphEvaluator` bound to one session, feed_dict and fetches.
+
+  Attributes:
+    session, feed_dict, fetches, run_kwargs: What every `session.run` of
+      this call uses (`feed_dict` is a copy, or None).
+  """
 
   def __init__(self, evaluator, session, feed_dict, fetches, run_kwargs):
     self._e = evaluator
-    self._session = session
+    self.session = session
     # Our own copy: we add nothing to it, but a caller may keep mutating
     # theirs while a callback runs.
-    self._feed_dict = dict(feed_dict) if feed_dict else None
-    self._fetches = fetches
-    self._run_kwargs = run_kwargs
+    self.feed_dict = dict(feed_dict) if feed_dict else None
+    self.fetches = fetches
+    self.run_kwargs = run_kwargs
 
   def _set(self, x):
-    self._session.run(self._e._assign_op, feed_dict={self._e._x: x},
-                      **self._run_kwargs)
+    self.session.run(self._e._assign_op, feed_dict={self._e._x: x},
+                      **self.run_kwargs)
 
   def value_and_grad(self, x):
     self._set(x)
-    out, fetched = self._session.run(
-        [self._e._loss_and_grad, self._fetches], feed_dict=self._feed_dict,
-        **self._run_kwargs)
+    out, fetched = self.session.run(
+        [self._e._loss_and_grad, self.fetches], feed_dict=self.feed_dict,
+        **self.run_kwargs)
     return out, fetched
 
   def value(self, x):
     self._set(x)
-    f, fetched = self._session.run([self._e._loss, self._fetches],
-                                   feed_dict=self._feed_dict,
-                                   **self._run_kwargs)
+    f, fetched = self.session.run([self._e._loss, self.fetches],
+                                   feed_dict=self.feed_dict,
+                                   **self.run_kwargs)
     return f, fetched
 
   def constraints(self, kind, x):
     self._set(x)
-    return self._session.run(self._e._constraints[kind],
-                             feed_dict=self._feed_dict, **self._run_kwargs)
+    return self.session.run(self._e._constraints[kind],
+                             feed_dict=self.feed_dict, **self.run_kwargs)
 
   def read(self):
-    return self._session.run(self._e._read, feed_dict=self._feed_dict)
+    return self.session.run(self._e._read, feed_dict=self.feed_dict)
 
   def assign(self, x):
     self._set(np.asarray(x, dtype=np.float64))
@@ -350,24 +355,24 @@ class _EagerRun:
 
   def __init__(self, evaluator, fetches):
     self._e = evaluator
-    self._fetches = fetches
+    self.fetches = fetches
     self._vg = None
     self._v = None
 
   def value_and_grad(self, x):
     if self._vg is None:
-      self._vg = self._e.value_and_grad_fn(self._fetches)
+      self._vg = self._e.value_and_grad_fn(self.fetches)
     return self._call(self._vg, x)
 
   def value(self, x):
     if self._v is None:
-      self._v = self._e.value_fn(self._fetches)
+      self._v = self._e.value_fn(self.fetches)
     return self._call(self._v, x)
 
   def _call(self, function, x):
     """`(result, fetched values)` as NumPy from one compiled function."""
     outputs = function(tf.constant(x, tf.float64))
-    if self._fetches:
+    if self.fetches:
       result, fetched = outputs
       return result.numpy(), [f.numpy() for f in fetched]
     return outputs.numpy(), []

@@ -44,22 +44,9 @@ import tensorflow as tf
 
 from tf_extopt import _evaluators
 from tf_extopt import _packing
+from tf_extopt import _run
 
 __all__ = ["ExternalOptimizerInterface", "ScipyOptimizerInterface"]
-
-# `OptimizeResult.status` values the interfaces set themselves, beside the
-# optimizer's own codes.
-STATUS_BEST_POINT = 98  # The optimizer's end point was replaced by a better one.
-STATUS_STOPPED = 99  # A callback raised StopIteration.
-
-
-class _EarlyStop(Exception):
-  """Raised through the external optimizer when a callback asks to stop.
-
-  A private type (not `StopIteration`) so that no optimizer can swallow it
-  or, inside a generator, turn it into a `RuntimeError`.
-  """
-
 
 def _as_list(value, name):
   if value is None:
@@ -68,43 +55,6 @@ def _as_list(value, name):
     return list(value)
   raise ValueError("%s must be a list of constraints; got %s." %
                    (name, type(value).__name__))
-
-
-class _BestPoint:
-  """Tracks the point the variables should hold if the run is cut short.
-
-  Without constraints that is the evaluated point with the lowest finite
-  loss. With constraints the lowest loss is often infeasible, so it is the
-  last iterate the optimizer reported through its step callback.
-  """
-
-  def __init__(self, x0, by_loss):
-    self.x = np.array(x0, dtype=np.float64)
-    self.f = math.inf
-    self.g = None  # The gradient at `x`, when it was computed there.
-    self.by_loss = by_loss
-
-  def update_loss(self, f, x, g=None):
-    # `f < self.f` is False for NaN, so NaN never becomes best.
-    if self.by_loss and f < self.f and f > -math.inf:
-      if np.isfinite(x).all():
-        self.f = float(f)
-        self.x = np.array(x, dtype=np.float64)
-        self.g = None if g is None else np.array(g, dtype=np.float64)
-
-  def update_iterate(self, x):
-    if not self.by_loss and np.isfinite(x).all():
-      self.x = np.array(x, dtype=np.float64)
-      self.f = math.nan
-      self.g = None
-
-  def result(self, **fields):
-    """An `OptimizeResult` for the best point: `x`, `fun` and, if known,
-    the gradient `jac` there, plus `fields`."""
-    result = OptimizeResult(x=self.x, fun=self.f, **fields)
-    if self.g is not None:
-      result["jac"] = self.g
-    return result
 
 
 class ExternalOptimizerInterface:
@@ -304,39 +254,17 @@ class ExternalOptimizerInterface:
       been assigned to the variables.
     """
     run = self._evaluator.bind(session, feed_dict, fetches, run_kwargs)
-    for name, cb in (("step_callback", step_callback),
-                     ("loss_callback", loss_callback),
-                     ("progress_callback", progress_callback)):
-      if cb is not None and not callable(cb):
-        raise ValueError("%s must be callable; got %s." %
-                         (name, type(cb).__name__))
-    initial_val = run.read()
-    best = _BestPoint(initial_val, by_loss=not self._has_constraints)
-    counts = {"nfev": 0, "nit": 0}
-    # The last evaluated point and its loss, for `progress_callback`: most
-    # algorithms report an iterate they have just evaluated.
-    last = {} if progress_callback is not None else None
-    loss_grad_func, loss_func = self._make_loss_funcs(run, best, counts,
-                                                      loss_callback, last)
+    state = _run.RunState(run, not self._has_constraints, step_callback,
+                          loss_callback, progress_callback)
+    return _run.run(state, self._optimize)
 
-    def loss_at(xk):
-      if np.array_equal(last.get("x"), xk):
-        return last["f"]
-      return float(run.value(xk)[0])
+  def _optimize(self, state):
+    """Runs `_minimize` for `minimize`'s template; returns the result."""
+    run = state.run
+    loss_grad_func, loss_func, loss_at = self._make_loss_funcs(state)
 
     def step(xk, *unused_args, fun=None):
-      counts["nit"] += 1
-      best.update_iterate(xk)
-      try:
-        if step_callback is not None:
-          step_callback(xk)
-        if progress_callback is not None:
-          progress_callback(OptimizeResult(
-              x=np.array(xk, dtype=np.float64),
-              fun=loss_at(xk) if fun is None else float(fun),
-              nit=counts["nit"], nfev=counts["nfev"]))
-      except StopIteration:
-        raise _EarlyStop() from None
+      state.iteration(xk, loss_at if fun is None else fun)
 
     eq_funcs, eq_grads = self._constraint_funcs(run, "eq",
                                                 self._num_equalities)
@@ -347,71 +275,59 @@ class ExternalOptimizerInterface:
       lower, upper = self._packed_bounds_arrays
       packed_bounds = list(zip(lower.tolist(), upper.tolist()))
     kwargs = dict(
-        initial_val=initial_val, loss_grad_func=loss_grad_func,
+        initial_val=state.best.x.copy(), loss_grad_func=loss_grad_func,
         equality_funcs=eq_funcs, equality_grad_funcs=eq_grads,
         inequality_funcs=ineq_funcs, inequality_grad_funcs=ineq_grads,
         packed_bounds=packed_bounds, step_callback=step,
         optimizer_kwargs=self._copy_optimizer_kwargs(), loss_func=loss_func)
+    return self._finalize(self._call_minimize(kwargs), state)
 
-    try:
-      try:
-        raw = self._call_minimize(kwargs)
-      except _EarlyStop:
-        result = best.result(
-            success=False, status=STATUS_STOPPED,
-            message="`step_callback` or `loss_callback` raised StopIteration.",
-            nfev=counts["nfev"], nit=counts["nit"])
-      else:
-        result = self._finalize(raw, best, counts)
-    except BaseException:
-      # Never leave the variables at a failing (possibly NaN) point, even if
-      # a subclass returned something unusable.
-      run.assign(best.x)
-      raise
-    run.assign(result.x)
-    self._log(result)
-    return result
+  @staticmethod
+  def _make_loss_funcs(state):
+    """Builds `loss_grad_func(x)` and `loss_func(x)` for `_minimize`.
 
-  def _make_loss_funcs(self, run, best, counts, loss_callback, last=None):
-    """Builds the `loss_grad_func(x)` and `loss_func(x)` given to optimizers.
+    Also returns `loss_at(x)`, the loss at an iterate for
+    `progress_callback`: most algorithms report a point they have just
+    evaluated, so the last evaluation is kept (only when there is a
+    `progress_callback`); any other point is evaluated again.
 
     The no-callback versions do no per-variable work, only one compiled call
-    and one comparison, because they run once per evaluation. If `last` is
-    a dict, it keeps a copy of the last evaluated point `x` and its loss `f`.
+    and one comparison, because they run once per evaluation.
     """
-    value_and_grad = run.value_and_grad
-    value = run.value
-    update = best.update_loss
-
-    def _callback(fetched):
-      try:
-        loss_callback(*fetched)
-      except StopIteration:
-        raise _EarlyStop() from None
+    value_and_grad = state.run.value_and_grad
+    value = state.run.value
+    update = state.best.update_loss
+    loss_callback = state.loss_callback
+    last = {} if state.progress_callback is not None else None
 
     def loss_grad_func(x):
-      counts["nfev"] += 1
+      state.nfev += 1
       out, fetched = value_and_grad(x)
       f, g = out[0], out[1:]
       update(f, x, g)
       if last is not None:
         last.update(x=np.array(x), f=float(f))
       if loss_callback is not None:
-        _callback(fetched)
+        _run.call_user(loss_callback, *fetched)
       return f, g
 
     def loss_func(x):
-      counts["nfev"] += 1
+      state.nfev += 1
       f, fetched = value(x)
       f = float(f)
       update(f, x)
       if last is not None:
         last.update(x=np.array(x), f=f)
       if loss_callback is not None:
-        _callback(fetched)
+        _run.call_user(loss_callback, *fetched)
       return f
 
-    return loss_grad_func, loss_func
+    def loss_at(x):
+      if np.array_equal(last.get("x"), x):
+        return last["f"]
+      return float(value(x)[0])
+
+    return loss_grad_func, loss_func, loss_at
 
   @staticmethod
   def _constraint_funcs(run, kind, count):
@@ -442,7 +358,7 @@ class ExternalOptimizerInterface:
       kwargs = {k: v for k, v in kwargs.items() if k in names}
     return self._minimize(**kwargs)
 
-  def _finalize(self, raw, best, counts):
+  def _finalize(self, raw, state):
     """Turns what `_minimize` returned into an honest `OptimizeResult`.
 
     When the optimizer ended on a non-finite point (or loss), or, without
@@ -451,6 +367,7 @@ class ExternalOptimizerInterface:
     `STATUS_BEST_POINT`, and `x`, `fun` and `jac` all belong to the assigned
     point (the optimizer's own status is kept as `optimizer_status`).
     """
+    best = state.best
     fun_known = True
     if hasattr(raw, "keys") and "x" in raw:
       result = raw if hasattr(raw, "__getattr__") else OptimizeResult(**raw)
@@ -463,7 +380,7 @@ class ExternalOptimizerInterface:
                               success=True, status=0,
                               message="%s._minimize returned a point." %
                               type(self).__name__,
-                              nfev=counts["nfev"], nit=counts["nit"])
+                              nfev=state.nfev, nit=state.nit)
       if fun_known and best.g is not None:
         result["jac"] = best.g
     x = np.asarray(result.x, dtype=np.float64).reshape([-1])
@@ -498,25 +415,13 @@ class ExternalOptimizerInterface:
     counters = {k: result[k] for k in ("nit", "nfev", "njev", "nhev")
                 if k in result}
     best_fields = dict(
-        success=False, status=STATUS_BEST_POINT,
+        success=False, status=_run.STATUS_BEST_POINT,
         message="%s; %s. Optimizer's message: %s" % (
             why, kept, result.get("message", "")),
         optimizer_status=result.get("status"), **counters)
     if not best.by_loss:
       return OptimizeResult(x=best.x, fun=math.nan, **best_fields)
     return best.result(**best_fields)
-
-  @staticmethod
-  def _log(result):
-    lines = ["Optimization terminated with:", "  Message: %s",
-             "  Objective function value: %f"]
-    args = [result.get("message", ""), result.get("fun", math.nan)]
-    for key, label in (("nit", "Number of iterations"),
-                       ("nfev", "Number of functions evaluations")):
-      if key in result:
-        lines.append("  %s: %%d" % label)
-        args.append(int(result[key]))
-    tf.get_logger().info("\n".join(lines), *args)
 
   def _minimize(self, initial_val, loss_grad_func, equality_funcs,
                 equality_grad_funcs, inequality_funcs, inequality_grad_funcs,

@@ -45,6 +45,7 @@ from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
 from tf_extopt import _evaluators
+from tf_extopt import _run
 from tf_extopt.external_optimizer import ExternalOptimizerInterface
 from tf_extopt.lbfgs import lbfgs_minimize
 from tf_extopt.lbfgsb import lbfgsb_minimize
@@ -61,7 +62,6 @@ _LBFGS_OPTIONS = tuple(
 _STATUS_CONVERGED = 0
 _STATUS_MAX_ITERATIONS = 1
 _STATUS_FAILED = 2
-_STATUS_STOPPED = 99
 
 
 def _variable_reads(graph, variables):
@@ -477,17 +477,16 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
       the last completed chunk's point, or the initial point) has been
       assigned to the variables.
     """
-    run = self._evaluator.bind(session, feed_dict, fetches, run_kwargs)
-    for name, cb in (("step_callback", step_callback),
-                     ("loss_callback", loss_callback),
-                     ("progress_callback", progress_callback)):
-      if cb is not None and not callable(cb):
-        raise ValueError("%s must be callable; got %s." %
-                         (name, type(cb).__name__))
+    return super().minimize(session, feed_dict, fetches, step_callback,
+                            loss_callback, progress_callback, **run_kwargs)
+
+  def _optimize(self, state):
+    """The chunk loop, for `minimize`'s template (`_run.run`)."""
+    run = state.run
     graph = self._evaluator.mode == "graph"
     if graph:
-      session = session or tf.compat.v1.get_default_session()
-      feed = dict(feed_dict) if feed_dict else {}
+      session, run_kwargs = run.session, run.run_kwargs
+      feed = run.feed_dict or {}
       prev_ph, max_it_ph, resume_op = self._graph_ops
       best_x_ph, best_f_ph, reset_best = self._graph_reset
 
@@ -503,6 +502,9 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
         fd.update(zip(prev_ph, previous))
         fd[max_it_ph] = max_iterations
         return session.run(resume_op, feed_dict=fd, **run_kwargs)
+
+      def fetch():
+        return session.run(run.fetches, feed_dict=feed or None, **run_kwargs)
     else:
       resume_fn = self._eager_functions()
 
@@ -515,89 +517,57 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
       def resume(previous, max_iterations):
         return resume_fn(previous, tf.constant(max_iterations, tf.int32))
 
-    tracking = []
+      fetch_fn = None
+      if state.loss_callback is not None and run.fetches:
+        fetch_fn = self._evaluator.value_fn(run.fetches)
 
-    def start(x0, max_iterations):
-      previous = self._numpy_start_results(x0, run)
-      f0 = float(previous.objective_value)
-      track_from(previous.position.astype(np.float64),
-                 f0 if math.isfinite(f0) else math.inf)
-      tracking.append(True)
-      return resume(previous, max_iterations)
+      def fetch():
+        if fetch_fn is None:
+          return []
+        _, fetched = fetch_fn(tf.constant(state.best.x))
+        return [f.numpy() for f in fetched]
 
-    callbacks = any(cb is not None for cb in (step_callback, loss_callback,
-                                              progress_callback))
     chunk = self.optimizer_kwargs.get("iterations_per_call")
     if chunk is None:
-      chunk = 1 if callbacks else max(self._max_iterations, 1)
+      chunk = 1 if state.has_callbacks else max(self._max_iterations, 1)
     total = self._max_iterations
-    initial = np.asarray(run.read(), dtype=np.float64)
-    x_best = initial
-    fetch_fn = None
-    if loss_callback is not None and fetches and not graph:
-      fetch_fn = self._evaluator.value_fn(list(fetches))
-    results = None
-    stopped = False
-    try:
-      done = 0
-      while True:
-        target = min(done + chunk, total)
-        if results is None:
-          results = start(initial.astype(self._dtype.as_numpy_dtype), target)
-        else:
-          results = resume(results, target)
-        numpy_results = LBfgsOptimizerResults(
-            *[np.asarray(getattr(t, "numpy", lambda t=t: t)())
-              for t in results])
-        x_best = numpy_results.position.astype(np.float64)
-        previous_done, done = done, int(numpy_results.num_iterations)
-        finished = (bool(numpy_results.converged)
-                    or bool(numpy_results.failed) or done >= total
-                    # No progress possible in this chunk: stop too.
-                    or target > done)
-        # Callbacks run once per chunk that made progress.
-        if callbacks and done > previous_done:
-          run.assign(x_best)
-          try:
-            if step_callback is not None:
-              step_callback(x_best.copy())
-            if loss_callback is not None:
-              if graph:
-                fetched = session.run(list(fetches or []),
-                                      feed_dict=feed or None, **run_kwargs)
-              elif fetch_fn is not None:
-                _, fetched = fetch_fn(tf.constant(x_best))
-                fetched = [f.numpy() for f in fetched]
-              else:
-                fetched = []
-              loss_callback(*fetched)
-            if progress_callback is not None:
-              progress_callback(OptimizeResult(
-                  x=x_best.copy(),
-                  fun=float(numpy_results.objective_value), nit=done,
-                  nfev=int(numpy_results.num_objective_evaluations)))
-          except StopIteration:
-            stopped = True
-        if stopped or finished:
-          break
-    except BaseException:
-      # Never leave the variables at the last trial point of a cut run: the
-      # best point the loop evaluated is at least as good as the last
-      # completed chunk's.
-      if tracking:
-        try:
-          x_best = best_seen()
-        except Exception:  # pylint: disable=broad-except
-          pass  # The session itself failed; keep the last chunk's point.
-      run.assign(x_best)
-      raise
-    run.assign(x_best)
-    r = numpy_results
+    results = self._numpy_start_results(
+        state.best.x.astype(self._dtype.as_numpy_dtype), run)
+    f0 = float(results.objective_value)
+    track_from(results.position.astype(np.float64),
+               f0 if math.isfinite(f0) else math.inf)
+    # From here on, a failure assigns the best point the loop evaluated.
+    state.recover = best_seen
+    done = 0
+    while True:
+      target = min(done + chunk, total)
+      results = LBfgsOptimizerResults(
+          *[np.asarray(getattr(t, "numpy", lambda t=t: t)())
+            for t in resume(results, target)])
+      fun = float(results.objective_value)
+      # The chunk's end point: what the variables get if the run stops now.
+      state.best.set(results.position, fun,
+                     results.objective_gradient)
+      state.stop_fields["lbfgs_results"] = results
+      previous_done, done = done, int(results.num_iterations)
+      # Callbacks run once per chunk that made progress.
+      if state.has_callbacks and done > previous_done:
+        run.assign(state.best.x)
+        state.iteration(state.best.x.copy(), fun, nit=done,
+                        nfev=int(results.num_objective_evaluations))
+        if state.loss_callback is not None:
+          _run.call_user(state.loss_callback, *fetch())
+      if (bool(results.converged) or bool(results.failed) or done >= total
+          # No progress possible in this chunk: stop too.
+          or target > done):
+        break
+    return self._result(results, total)
+
+  @staticmethod
+  def _result(r, max_iterations):
+    """The `OptimizeResult` of a run that ended with results `r`."""
     fun = float(r.objective_value)
-    if stopped:
-      status, message = _STATUS_STOPPED, (
-          "`step_callback` or `loss_callback` raised StopIteration.")
-    elif bool(r.converged):
+    if bool(r.converged):
       status, message = _STATUS_CONVERGED, "Converged."
     elif bool(r.failed):
       status, message = _STATUS_FAILED, (
@@ -606,11 +576,10 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
           "Failed: the loss or gradient is not finite at the start point.")
     else:
       status, message = _STATUS_MAX_ITERATIONS, (
-          "Stopped after max_iterations=%d iterations." % total)
-    result = OptimizeResult(
-        x=x_best, fun=fun, jac=r.objective_gradient.astype(np.float64),
-        success=bool(r.converged) and not stopped, status=status,
-        message=message, nit=int(r.num_iterations),
-        nfev=int(r.num_objective_evaluations), lbfgs_results=r)
-    self._log(result)
-    return result
+          "Stopped after max_iterations=%d iterations." % max_iterations)
+    return OptimizeResult(
+        x=r.position.astype(np.float64), fun=fun,
+        jac=r.objective_gradient.astype(np.float64),
+        success=bool(r.converged), status=status, message=message,
+        nit=int(r.num_iterations), nfev=int(r.num_objective_evaluations),
+        lbfgs_results=r)
