@@ -270,16 +270,16 @@ def test_compile_update_matches(reference64):
   opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
                                 max_iterations=25, compile_update=True)
   result = opt.minimize()
-  assert xla_compiled_calls(opt._compiled) == 1  # pylint: disable=protected-access
+  assert xla_compiled_calls(opt._resume.concrete_function) == 1  # pylint: disable=protected-access
   np.testing.assert_allclose(result.x, reference64.position.numpy(),
                              rtol=1e-8, atol=1e-10)
 
 
 def test_repeated_minimize_reuses_compiled_function(shared):
   first = shared.reset().opt.minimize()
-  compiled = shared.opt._compiled  # pylint: disable=protected-access
+  compiled = shared.opt._resume.concrete_function  # pylint: disable=protected-access
   second = shared.opt.minimize()  # Continues from where the first ended.
-  assert shared.opt._compiled is compiled  # pylint: disable=protected-access
+  assert shared.opt._resume.concrete_function is compiled  # pylint: disable=protected-access
   assert second.fun <= first.fun
 
 

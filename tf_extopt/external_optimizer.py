@@ -40,22 +40,11 @@ import math
 
 import numpy as np
 from scipy.optimize import OptimizeResult
-import tensorflow as tf
 
-from tf_extopt import _evaluators
-from tf_extopt import _packing
+from tf_extopt import _problem
 from tf_extopt import _run
 
 __all__ = ["ExternalOptimizerInterface", "ScipyOptimizerInterface"]
-
-def _as_list(value, name):
-  if value is None:
-    return []
-  if isinstance(value, (list, tuple)):
-    return list(value)
-  raise ValueError("%s must be a list of constraints; got %s." %
-                   (name, type(value).__name__))
-
 
 class ExternalOptimizerInterface:
   """Base class for interfaces with external optimization algorithms.
@@ -81,12 +70,14 @@ class ExternalOptimizerInterface:
   It returns the packed optimum (as contrib subclasses do) or an
   `OptimizeResult`-like mapping with at least `x`.
 
-  Hook for on-device subclasses: `self._packer` (a `VariablePacker`) and
-  `self._evaluator` are available; in eager mode
-  `self._evaluator.value_and_gradient_tf(x)` is the TF-level packed
-  `x -> (loss, packed_grad)` (it assigns `x` to the variables), callable
-  inside another `tf.function`, and `self._packer.pack_values()` /
-  `self._packer.assign(x)` read and write the packed point.
+  `minimize` is one template (`_run.run`) for every interface: a subclass
+  that does not fit `_minimize`'s Python-callback shape (an on-device
+  solver, say) overrides `_optimize(state)` instead. For that,
+  `self._packer` (a `VariablePacker`) and `self._evaluator` are available,
+  in either mode: `self._evaluator.value_and_gradient_tf(x)` is the
+  TF-level packed `x -> (loss, packed_grad)`, and
+  `self._evaluator.compile(fn, input_signature, name)` turns a TF-level
+  function using it into `call(run, *args)` (see `_evaluators`).
 
   Attributes:
     optimizer_kwargs: The subclass-specific keyword arguments given at
@@ -123,84 +114,16 @@ class ExternalOptimizerInterface:
         malformed (see `VariablePacker.packed_bounds`).
     """
     self.optimizer_kwargs = optimizer_kwargs
-    equalities = _as_list(equalities, "equalities")
-    inequalities = _as_list(inequalities, "inequalities")
-    if tf.inside_function():
-      raise ValueError(
-          "%s cannot be created inside tf.function: it drives a Python "
-          "optimizer. Create it eagerly with a loss callable, or in a "
-          "tf.Graph with a loss Tensor." % type(self).__name__)
-
-    if tf.is_tensor(loss) and not tf.is_symbolic_tensor(loss):
-      raise ValueError(
-          "In eager mode loss must be a zero-argument callable returning "
-          "the loss; got an eager Tensor (a value already computed, which "
-          "cannot be re-evaluated at new variable values).")
-    graph_mode = tf.is_symbolic_tensor(loss) or not tf.executing_eagerly()
-
-    if graph_mode:
-      if jit_compile:
-        raise ValueError("jit_compile applies to eager mode only; in graph "
-                         "mode the session runs the graph as built.")
-      if callable(loss) and not tf.is_tensor(loss):
-        loss = loss()
-      loss = self._graph_tensor(loss, "loss")
-      equalities = [self._graph_tensor(c() if callable(c) else c,
-                                       "equalities[%d]" % i, loss.graph)
-                    for i, c in enumerate(equalities)]
-      inequalities = [self._graph_tensor(c() if callable(c) else c,
-                                         "inequalities[%d]" % i, loss.graph)
-                      for i, c in enumerate(inequalities)]
-      if var_list is None:
-        var_list = loss.graph.get_collection(
-            tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
-        if not var_list:
-          raise ValueError("var_list is None and the graph has no trainable "
-                           "variables.")
-    else:
-      if not callable(loss):
-        raise ValueError(
-            "In eager mode loss must be a zero-argument callable; got %s."
-            % type(loss).__name__)
-      if var_list is None:
-        raise ValueError(
-            "var_list is required in eager mode: pass the variables, or the "
-            "Keras model/layer or tf.Module whose trainable variables to "
-            "optimize.")
-      for name, cons in (("equalities", equalities),
-                         ("inequalities", inequalities)):
-        for i, c in enumerate(cons):
-          if not callable(c):
-            raise ValueError(
-                "In eager mode %s[%d] must be a zero-argument callable; got "
-                "%s." % (name, i, type(c).__name__))
-
-    variables = _packing.resolve_var_list(var_list)
-    self._packer = _packing.VariablePacker(variables)
-    bounds = self._packer.packed_bounds(var_to_bounds)
-    self._packed_bounds_arrays = bounds
-    self._has_constraints = bool(equalities or inequalities)
-    if graph_mode:
-      self._evaluator = _evaluators.GraphEvaluator(
-          loss, self._packer, equalities, inequalities)
-    else:
-      self._evaluator = _evaluators.EagerEvaluator(
-          loss, self._packer, equalities, inequalities,
-          jit_compile=jit_compile)
-    self._num_equalities = len(equalities)
-    self._num_inequalities = len(inequalities)
-
-  @staticmethod
-  def _graph_tensor(value, name, graph=None):
-    if not tf.is_symbolic_tensor(value):
-      raise ValueError("In graph mode %s must be a scalar Tensor; got %s."
-                       % (name, type(value).__name__))
-    if graph is not None and value.graph is not graph:
-      raise ValueError("%s is in a different graph than loss." % name)
-    if value.shape.rank is not None and value.shape.num_elements() != 1:
-      raise ValueError("%s must be a scalar Tensor; got shape %s." %
-                       (name, value.shape))
-    return value
+    problem = _problem.Problem(type(self).__name__, loss, var_list,
+                               equalities, inequalities, var_to_bounds,
+                               jit_compile)
+    self._packer = problem.packer
+    self._evaluator = problem.evaluator
+    self._packed_bounds_arrays = problem.packed_bounds
+    self._num_equalities = problem.num_equalities
+    self._num_inequalities = problem.num_inequalities
+    self._has_constraints = bool(problem.num_equalities
+                                 or problem.num_inequalities)
 
   @property
   def packed_bounds(self):
