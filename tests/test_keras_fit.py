@@ -422,6 +422,12 @@ def test_errors(data):
     tf_extopt.keras.fit(model, x, y, batch_size=0)
   with pytest.raises(ValueError, match="max_iterations.*-1"):
     tf_extopt.keras.fit(model, x, y, max_iterations=-1)
+  with pytest.raises(TypeError,
+                     match="`batch_size` must be a Python integer >= 1"):
+    tf_extopt.keras.fit(model, x, y, batch_size=2.5)
+  with pytest.raises(TypeError,
+                     match="`max_iterations` must be a Python integer >= 0"):
+    tf_extopt.keras.fit(model, x, y, max_iterations="3")
   with pytest.raises(ValueError, match="verbose"):
     tf_extopt.keras.fit(model, x, y, verbose=5)
   with pytest.raises(ValueError, match="method"):

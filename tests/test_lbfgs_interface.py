@@ -399,7 +399,6 @@ def test_constraints_point_to_scipy(name):
     ({"maxiter": 3}, "unknown option.*maxiter"),
     ({"method": "L-BFGS-B"}, "unknown option.*method"),
     ({"iterations_per_call": 0}, "iterations_per_call.*>= 1.*0"),
-    ({"iterations_per_call": 1.5}, "iterations_per_call"),
     ({"dtype": tf.int32}, "dtype must be.*float"),
     ({"dtype": "nonsense"}, "dtype must be"),
     ({"max_iterations": -1}, "max_iterations.*>= 0.*-1"),

@@ -29,10 +29,10 @@ Deliberate differences from `model.fit`:
   trials, rather than once per step.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from tf_extopt import _packing
+from tf_extopt import _validation
 
 __all__ = ["fit"]
 
@@ -231,10 +231,7 @@ def _make_data(x, y, sample_weight, batch_size):
   _check_sample_counts(x, y, sw)
   if batch_size is None:
     return x, y, sw, None
-  if (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-      or batch_size < 1):
-    raise ValueError("batch_size must be None or an int >= 1; got %r." %
-                     (batch_size,))
+  batch_size = _validation.positive_int(batch_size, "batch_size")
   parts = tuple(p for p in (x, y, sw) if p is not None)
   if sw is not None and y is None:
     raise ValueError("sample_weight needs y.")
@@ -300,10 +297,8 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
   from tf_extopt.external_optimizer import ScipyOptimizerInterface  # pylint: disable=g-import-not-at-top
   from tf_extopt.lbfgs_interface import LbfgsOptimizerInterface  # pylint: disable=g-import-not-at-top
 
-  if (isinstance(max_iterations, bool) or not isinstance(
-      max_iterations, (int, np.integer)) or max_iterations < 0):
-    raise ValueError("max_iterations must be an int >= 0; got %r." %
-                     (max_iterations,))
+  max_iterations = _validation.positive_int(max_iterations, "max_iterations",
+                                            minimum=0)
   if verbose not in (0, 1, 2, "auto"):
     raise ValueError("verbose must be 0, 1, 2 or 'auto'; got %r." %
                      (verbose,))

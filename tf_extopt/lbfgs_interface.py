@@ -157,11 +157,9 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
           "LbfgsOptimizerInterface got unknown option(s) %s; expected "
           "lbfgs_minimize options (%s), iterations_per_call or dtype." %
           (", ".join(unknown), ", ".join(_LBFGS_OPTIONS)))
-    ipc = optimizer_kwargs.get("iterations_per_call")
-    if ipc is not None and (isinstance(ipc, bool) or not isinstance(
-        ipc, (int, np.integer)) or ipc < 1):
-      raise ValueError("iterations_per_call must be None or an int >= 1; "
-                       "got %r." % (ipc,))
+    if optimizer_kwargs.get("iterations_per_call") is not None:
+      _validation.positive_int(optimizer_kwargs["iterations_per_call"],
+                               "iterations_per_call")
     super().__init__(loss, var_list, None, None, var_to_bounds,
                      jit_compile=jit_compile, **optimizer_kwargs)
     if (self._packed_bounds_arrays is not None
@@ -190,13 +188,9 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     defaults = _defaults(self._solver)
     self._options = {k: v for k, v in optimizer_kwargs.items()
                      if k in _LBFGS_OPTIONS}
-    self._max_iterations = self._options.pop("max_iterations",
-                                             defaults["max_iterations"])
-    if (isinstance(self._max_iterations, bool)
-        or not isinstance(self._max_iterations, (int, np.integer))
-        or self._max_iterations < 0):
-      raise ValueError("max_iterations must be an int >= 0; got %r." %
-                       (self._max_iterations,))
+    self._max_iterations = _validation.positive_int(
+        self._options.pop("max_iterations", defaults["max_iterations"]),
+        "max_iterations", minimum=0)
     self._num_pairs = self._options.get("num_correction_pairs",
                                         defaults["num_correction_pairs"])
     self._tolerance = self._options.get("tolerance", defaults["tolerance"])
