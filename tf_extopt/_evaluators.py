@@ -218,7 +218,7 @@ class GraphEvaluator:
     self.packer = packer
     self.graph = loss.graph
     self._loss_tensor = loss
-    self._objective = None
+    self._loss_of_values = None
     variables = packer.variables
     with self.graph.as_default(), tf.name_scope("external_optimizer"):
       self._x = tf.compat.v1.placeholder(tf.float64, [packer.size], name="x")
@@ -260,30 +260,39 @@ class GraphEvaluator:
     return _GraphRun(self, session, feed_dict, _fetch_list(fetches),
                      dict(run_kwargs))
 
-  def value_and_gradient_tf(self, x):
+  def value_and_gradient_tf(self, x, observe=None):
     """Float64 `(loss, packed_gradient)` at packed `x`, as TF ops.
 
     Only for functions given to `compile`: the loss Tensor is computed once
     per `session.run`, so it is imported again at `x` (the variables are not
     assigned). The graph walk happens on the first call.
-    """
-    if self._objective is None:
-      packer = self.packer
-      loss_of_values = _graph_loss_function(self._loss_tensor,
-                                            packer.variables)
 
-      # A function of its own: `tf.gradients` through the imported ops,
-      # traced straight into a loop body, loses the loop state's static
-      # shapes.
-      @tf.function(autograph=False)
-      def objective(x):
-        values = packer.unpack(x)
-        value = loss_of_values(values)
-        grads = tf.gradients(value, values)
-        return (tf.cast(tf.reshape(value, []), tf.float64),
-                packer.pack_tensors(grads))
-      self._objective = objective
-    return self._objective(x)
+    Args:
+      x: Packed float64 point.
+      observe: Optional TF-level `observe(x, loss)` run with the evaluation
+        for its side effects (say, recording the best point); it runs even
+        though no output depends on it.
+    """
+    packer = self.packer
+    if self._loss_of_values is None:
+      self._loss_of_values = _graph_loss_function(self._loss_tensor,
+                                                  packer.variables)
+    loss_of_values = self._loss_of_values
+
+    # A function of its own: `tf.gradients` through the imported ops, traced
+    # straight into a loop body, loses the loop state's static shapes; and a
+    # v2 loop body built in a TF1 graph adds no automatic control
+    # dependencies, which a function does, so `observe` is not pruned.
+    @tf.function(autograph=False)
+    def objective(x):
+      values = packer.unpack(x)
+      value = loss_of_values(values)
+      grads = tf.gradients(value, values)
+      loss = tf.cast(tf.reshape(value, []), tf.float64)
+      if observe is not None:
+        observe(x, loss)
+      return loss, packer.pack_tensors(grads)
+    return objective(x)
 
   def scope(self):
     """The context in which to create state for compiled functions."""
@@ -421,9 +430,16 @@ class EagerEvaluator:
     check_depends(grads)
     return loss, grads
 
-  def value_and_gradient_tf(self, x):
-    """Assigns packed `x` and returns float64 `(loss, packed_gradient)`."""
+  def value_and_gradient_tf(self, x, observe=None):
+    """Assigns packed `x` and returns float64 `(loss, packed_gradient)`.
+
+    `observe(x, loss)`, if given, runs with the evaluation for its side
+    effects (inside a `tf.function`, automatic control dependencies keep
+    it).
+    """
     loss, grads = self._loss_and_gradients(x)
+    if observe is not None:
+      observe(x, loss)
     return loss, self.packer.pack_tensors(grads)
 
   def value_tf(self, x):

@@ -63,6 +63,7 @@ def _defaults(solver):
   return {name: p.default
           for name, p in inspect.signature(solver).parameters.items()}
 
+
 _STATUS_CONVERGED = 0
 _STATUS_MAX_ITERATIONS = 1
 _STATUS_FAILED = 2
@@ -140,8 +141,9 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
 
     Raises:
       ValueError: `equalities`/`inequalities` given (use
-        `ScipyOptimizerInterface`), an unknown option, a bad
-        `iterations_per_call` or `dtype`.
+        `ScipyOptimizerInterface`), an unknown option, a bad `dtype`, an
+        `iterations_per_call` below 1 or a negative `max_iterations`.
+      TypeError: `iterations_per_call` or `max_iterations` not an integer.
     """
     for name, value in (("equalities", equalities),
                         ("inequalities", inequalities)):
@@ -225,9 +227,8 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     # Only the resumed solve is compiled: every run, from its first
     # iteration, is a resumed run (see `_numpy_start_results`), which halves
     # the tracing cost (or the graph).
-    self._resume = compile_(
-        self._solve,
-        [previous, scalar_i], "lbfgs_interface")
+    self._resume = compile_(self._solve, [previous, scalar_i],
+                            "lbfgs_interface")
     self._reset_best = compile_(
         self._best.reset, [x_spec, tf.TensorSpec([], tf.float64)],
         "lbfgs_interface_reset", jit_compile=False)
@@ -238,11 +239,10 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
 
   def _objective(self, x):
     x = tf.cast(x, tf.float64)
-    loss, grad = self._evaluator.value_and_gradient_tf(x)
-    # An explicit dependency: a v2 loop body built in a TF1 graph does not
-    # add automatic control dependencies, so the update would be pruned.
-    with tf.control_dependencies([self._best.update(x, loss)]):
-      loss = tf.identity(loss)
+    # Not an explicit control dependency of the loss on the update: that
+    # serializes the loop body and costs ~15% per evaluation on small models.
+    loss, grad = self._evaluator.value_and_gradient_tf(
+        x, observe=self._best.update)
     return tf.cast(loss, self._dtype), tf.cast(grad, self._dtype)
 
   def _solve(self, previous, max_iterations):
