@@ -31,7 +31,7 @@ from tf_extopt import LbfgsOptimizerInterface  # pylint: disable=g-import-not-at
 class _Untracked(LbfgsOptimizerInterface):
   """The interface as it was before: the objective records nothing."""
 
-  def _objective_eager(self, x):
+  def _objective(self, x):
     loss, grad = self._evaluator.value_and_gradient_tf(tf.cast(x, tf.float64))
     return tf.cast(loss, self._dtype), tf.cast(grad, self._dtype)
 

@@ -65,28 +65,15 @@ def make_drivers(loss_fn, model, maxiter, jit):
   return drivers
 
 
-def loss_curve(opt, loss_fn):
+def loss_curve(opt):
   """`[(evaluations, loss)]` at every iterate of one run."""
   curve = []
-  if isinstance(opt, LbfgsOptimizerInterface):
-    # One compiled call per iteration; the chunks follow the same path.
-    def step(unused_x):
-      r = opt._last_results  # pylint: disable=protected-access
-      curve.append((int(r.num_objective_evaluations),
-                    float(r.objective_value)))
-    opt.minimize(step_callback=step)
-  else:
-    count = {"n": 0, "f": None}
 
-    def on_loss(value):
-      count["n"] += 1
-      count["f"] = float(value)
-
-    def step(unused_x):
-      # L-BFGS-B's iterate is the point its line search evaluated last.
-      curve.append((count["n"], count["f"]))
-    opt.minimize(fetches=[loss_fn], loss_callback=on_loss,
-                 step_callback=step)
+  def on_progress(progress):
+    curve.append((progress.nfev, progress.fun))
+  # LbfgsOptimizerInterface: one compiled call per iteration, on the same
+  # path as one long run.
+  opt.minimize(progress_callback=on_progress)
   return curve
 
 
@@ -118,7 +105,7 @@ def bench(samples, width, maxiter, repeats, jit):
   curves = {}
   for name, opt in drivers.items():
     reset()
-    curves[name] = loss_curve(opt, loss_fn)
+    curves[name] = loss_curve(opt)
   budget = min(curve[-1][0] for curve in curves.values())
   n_params = sum(int(np.prod(v.shape)) for v in tf_vars)
   base = "ScipyOptimizerInterface (L-BFGS-B)"

@@ -430,10 +430,16 @@ def test_lbfgs_interface_failure_keeps_best_point_graph():
 # --- Interfaces: argument errors --------------------------------------------------
 
 INTERFACE_ERRORS = [
+    # The interfaces raise TypeError for a wrong type, as the core does.
     ("lbfgs_max_iterations_float", LbfgsOptimizerInterface,
-     {"max_iterations": 2.5}, ValueError, r"max_iterations.*2\.5"),
+     {"max_iterations": 2.5}, TypeError,
+     r"`max_iterations` must be a Python integer >= 0; got 2\.5"),
     ("lbfgs_max_iterations_str", LbfgsOptimizerInterface,
-     {"max_iterations": "10"}, ValueError, "max_iterations.*'10'"),
+     {"max_iterations": "10"}, TypeError,
+     "`max_iterations` must be a Python integer >= 0; got '10'"),
+    ("lbfgs_iterations_per_call_float", LbfgsOptimizerInterface,
+     {"iterations_per_call": 1.5}, TypeError,
+     r"`iterations_per_call` must be a Python integer >= 1; got 1\.5"),
     ("lbfgs_dtype_bfloat16", LbfgsOptimizerInterface,
      {"dtype": tf.bfloat16}, ValueError,
      "dtype must be None, tf.float32 or tf.float64"),
@@ -510,21 +516,23 @@ def _empty_filtered(x, y):
 
 KERAS_ERRORS = [
     ("empty_arrays", lambda x, y: dict(x=x[:0], y=y[:0]),
-     "x is empty \\(0 samples\\)"),
+     ValueError, "x is empty \\(0 samples\\)"),
     ("empty_filtered_dataset", lambda x, y: dict(x=_empty_filtered(x, y)),
-     "x is a tf.data.Dataset that yields no batches"),
+     ValueError, "x is a tf.data.Dataset that yields no batches"),
     ("empty_dataset", lambda x, y: dict(
         x=tf.data.Dataset.from_tensor_slices((x, y)).batch(4).take(0)),
-     "x is a tf.data.Dataset that yields no batches"),
+     ValueError, "x is a tf.data.Dataset that yields no batches"),
     ("y_rows_mismatch", lambda x, y: dict(x=x, y=y[:5]),
+     ValueError,
      "Data cardinality is ambiguous.*'x' sizes: 16.*'y' sizes: 5"),
     ("sample_weight_rows_mismatch",
      lambda x, y: dict(x=x, y=y, sample_weight=np.ones(3)),
-     "Data cardinality is ambiguous.*'sample_weight' sizes: 3"),
+     ValueError, "Data cardinality is ambiguous.*'sample_weight' sizes: 3"),
+    # A wrong type is a TypeError, as in the core.
     ("max_iterations_float", lambda x, y: dict(x=x, y=y, max_iterations=2.5),
-     r"max_iterations.*2\.5"),
+     TypeError, r"`max_iterations` must be a Python integer >= 0; got 2\.5"),
     ("callbacks_str", lambda x, y: dict(x=x, y=y, callbacks="EarlyStopping"),
-     "callbacks must be a list of Keras callbacks; got str"),
+     ValueError, "callbacks must be a list of Keras callbacks; got str"),
 ]
 
 
@@ -532,12 +540,12 @@ KERAS_ERRORS = [
 @pytest.mark.parametrize("row", KERAS_ERRORS, ids=[r[0] for r in
                                                     KERAS_ERRORS])
 def test_keras_fit_errors(row, method, keras_data):
-  _, make_kwargs, match = row
+  _, make_kwargs, error, match = row
   model, x, y = keras_data
   before = [v.numpy() for v in model.trainable_variables]
   kwargs = dict(max_iterations=3)
   kwargs.update(make_kwargs(x, y))
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(error, match=match):
     tf_extopt.keras.fit(model, verbose=0, method=method, **kwargs)
   for v, b in zip(model.trainable_variables, before):
     np.testing.assert_array_equal(v.numpy(), b)

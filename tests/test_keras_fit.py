@@ -132,6 +132,36 @@ def test_keras3_scipy_method_follows_the_interface(data):
   _assert_weights_close(fitted, _weights(model), atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["L-BFGS-B", "BFGS"])
+def test_scipy_method_adds_no_evaluation(data, method):
+  """fit's SciPy path evaluates as often as the interface on its own: the
+  loss given to callbacks comes from SciPy's `intermediate_result`, not from
+  an extra evaluation per iteration."""
+  x, y, _ = data
+  counter = tf.Variable(0, dtype=tf.int64)
+
+  def counting_mse(y_true, y_pred):
+    counter.assign_add(1)
+    return tf.reduce_mean(tf.square(y_pred - y_true), axis=-1)
+
+  model = _keras3_model(compile_loss=None)
+  initial = _weights(model)
+  history = tf_extopt.keras.fit(model, x, y, method=method, max_iterations=5,
+                                loss=counting_mse, verbose=0)
+  fit_count = int(counter.numpy())
+  assert fit_count == history.result.nfev == history.evaluations[-1]
+  assert len(history.history["loss"]) == history.result.nit
+  assert history.history["loss"][-1] == pytest.approx(
+      _mse_plus_losses(model, x, y), rel=1e-5)
+  model.set_weights(initial)
+  counter.assign(0)
+  xt, yt = tf.constant(x), tf.constant(y)
+  reference = tf_extopt.ScipyOptimizerInterface(
+      lambda: tf.reduce_mean(counting_mse(yt, model(xt, training=True))),
+      model, method=method, options={"maxiter": 5}).minimize()
+  assert int(counter.numpy()) == reference.nfev == fit_count
+
+
 def _objective_value(model, x, y):
   loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
   return loss + tf.add_n(model.losses)
@@ -392,6 +422,12 @@ def test_errors(data):
     tf_extopt.keras.fit(model, x, y, batch_size=0)
   with pytest.raises(ValueError, match="max_iterations.*-1"):
     tf_extopt.keras.fit(model, x, y, max_iterations=-1)
+  with pytest.raises(TypeError,
+                     match="`batch_size` must be a Python integer >= 1"):
+    tf_extopt.keras.fit(model, x, y, batch_size=2.5)
+  with pytest.raises(TypeError,
+                     match="`max_iterations` must be a Python integer >= 0"):
+    tf_extopt.keras.fit(model, x, y, max_iterations="3")
   with pytest.raises(ValueError, match="verbose"):
     tf_extopt.keras.fit(model, x, y, verbose=5)
   with pytest.raises(ValueError, match="method"):

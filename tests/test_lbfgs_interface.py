@@ -198,6 +198,31 @@ def test_chunks_of_four_with_loss_callback(reference64):
   np.testing.assert_allclose(got[-1][1], result.x[:3])
 
 
+def test_progress_callback_reports_the_solver_state(shared):
+  points, progress = [], []
+
+  def on_progress(p):
+    progress.append(p)
+    if len(progress) == 4:
+      raise StopIteration
+
+  result = shared.reset().opt.minimize(step_callback=points.append,
+                                       progress_callback=on_progress)
+  assert result.status == 99 and len(progress) == 4 == result.nit
+  assert [p.nit for p in progress] == [1, 2, 3, 4]
+  for p, x in zip(progress, points):
+    np.testing.assert_array_equal(p.x, x)
+  nfev = [p.nfev for p in progress]
+  assert all(b > a for a, b in zip(nfev, nfev[1:]))
+  assert nfev[-1] == result.nfev
+  assert progress[-1].fun == result.fun
+  v_size = shared.v.shape.num_elements()
+  expected = _loss_terms(tf.constant(points[-1][:v_size].reshape(
+      shared.v.shape)), tf.constant(points[-1][v_size:].reshape(
+          shared.w.shape)))
+  assert result.fun == pytest.approx(float(expected), rel=1e-12)
+
+
 def test_stop_iteration_keeps_that_point(shared):
   calls = []
 
@@ -245,16 +270,16 @@ def test_compile_update_matches(reference64):
   opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
                                 max_iterations=25, compile_update=True)
   result = opt.minimize()
-  assert xla_compiled_calls(opt._compiled) == 1  # pylint: disable=protected-access
+  assert xla_compiled_calls(opt._resume.concrete_function) == 1  # pylint: disable=protected-access
   np.testing.assert_allclose(result.x, reference64.position.numpy(),
                              rtol=1e-8, atol=1e-10)
 
 
 def test_repeated_minimize_reuses_compiled_function(shared):
   first = shared.reset().opt.minimize()
-  compiled = shared.opt._compiled  # pylint: disable=protected-access
+  compiled = shared.opt._resume.concrete_function  # pylint: disable=protected-access
   second = shared.opt.minimize()  # Continues from where the first ended.
-  assert shared.opt._compiled is compiled  # pylint: disable=protected-access
+  assert shared.opt._resume.concrete_function is compiled  # pylint: disable=protected-access
   assert second.fun <= first.fun
 
 
@@ -374,7 +399,6 @@ def test_constraints_point_to_scipy(name):
     ({"maxiter": 3}, "unknown option.*maxiter"),
     ({"method": "L-BFGS-B"}, "unknown option.*method"),
     ({"iterations_per_call": 0}, "iterations_per_call.*>= 1.*0"),
-    ({"iterations_per_call": 1.5}, "iterations_per_call"),
     ({"dtype": tf.int32}, "dtype must be.*float"),
     ({"dtype": "nonsense"}, "dtype must be"),
     ({"max_iterations": -1}, "max_iterations.*>= 0.*-1"),

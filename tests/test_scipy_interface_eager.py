@@ -9,6 +9,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import scipy.optimize
 import tensorflow as tf
 
 from tests import _scipy_interface_helpers as helpers
@@ -302,6 +303,51 @@ def test_stop_iteration_in_step_callback_ends_cleanly():
   values = [helpers.rosen_tf(tf.constant(v)).numpy() for v in seen]
   np.testing.assert_array_equal(x.numpy(), seen[int(np.argmin(values))])
   np.testing.assert_allclose(result.fun, min(values))
+
+
+@pytest.mark.parametrize("method", ["L-BFGS-B", "Nelder-Mead", "TNC"])
+def test_progress_callback_matches_scipy_iterates(method):
+  """`progress_callback` sees SciPy's iterates and losses; for TNC, whose
+  callback gets only the point, the loss comes from the interface."""
+  x = tf.Variable(np.zeros(3), dtype=tf.float64)
+  options = {"maxfun": 60} if method == "TNC" else {"maxiter": 15}
+  optimizer = ScipyOptimizerInterface(lambda: helpers.rosen_tf(x), [x],
+                                      method=method, options=options)
+  progress = []
+  result = optimizer.minimize(progress_callback=progress.append)
+  expected = []
+  gradient_free = method == "Nelder-Mead"
+  scipy.optimize.minimize(
+      scipy.optimize.rosen, np.zeros(3), method=method,
+      jac=None if gradient_free else scipy.optimize.rosen_der,
+      callback=lambda xk: expected.append(np.array(xk)), options=options)
+  # SciPy's own `nit` may differ by one (Nelder-Mead counts the start).
+  assert len(progress) == len(expected) > 0
+  assert [p.nit for p in progress] == list(range(1, len(expected) + 1))
+  for p, xk in zip(progress, expected):
+    # TNC's path amplifies the rounding differences between TF and NumPy.
+    if method != "TNC":
+      np.testing.assert_allclose(p.x, xk, rtol=1e-10, atol=1e-12)
+    assert p.fun == pytest.approx(scipy.optimize.rosen(p.x), rel=1e-12)
+  nfev = [p.nfev for p in progress]
+  assert all(b >= a for a, b in zip(nfev, nfev[1:]))
+  assert 0 < nfev[-1] <= result.nfev
+
+
+def test_stop_iteration_in_progress_callback():
+  x = tf.Variable(np.zeros(3), dtype=tf.float64)
+  optimizer = ScipyOptimizerInterface(lambda: helpers.rosen_tf(x), [x])
+
+  def on_progress(p):
+    if p.nit == 2:
+      raise StopIteration
+
+  result = optimizer.minimize(progress_callback=on_progress)
+  assert result.status == 99 and result.nit == 2
+  np.testing.assert_array_equal(x.numpy(), result.x)
+  with pytest.raises(ValueError,
+                     match="progress_callback must be callable; got int"):
+    optimizer.minimize(progress_callback=3)
 
 
 @pytest.mark.parametrize("method", ["TNC", "Nelder-Mead"])

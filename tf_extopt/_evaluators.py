@@ -17,8 +17,19 @@ per-call arguments and returns the object that `minimize` evaluates through
   the packed gradient, one float64 array (one device-to-host copy);
 * `value(x) -> (loss, fetched)` for gradient-free methods;
 * `constraints(kind, x) -> (values [m], jacobian [m, n])`, kind 'eq'/'ineq';
+* `fetch(x) -> fetched` (assigns `x`);
 * `read() -> x`, `assign(x)`.
+
+On-device optimizers build their solver through the evaluator too, so they
+need not know the mode either: `value_and_gradient_tf(x)` is the TF-level
+loss and packed gradient, `compile(fn, input_signature, name)` turns a
+TF-level function into `call(run, *args) -> NumPy outputs` (ops fed by
+placeholders and run by the session in graph mode; a concrete function
+eagerly), and `scope()` is where to create the variables such functions
+use.
 """
+
+import contextlib
 
 import numpy as np
 import tensorflow as tf
@@ -62,6 +73,123 @@ def _fetch_list(fetches):
   return list(fetches)
 
 
+def _variable_reads(graph, variables):
+  """Maps tensor names through which a graph reads `variables` to indices."""
+  reads = {}
+  handles = {}
+  for i, v in enumerate(variables):
+    handle = getattr(v, "handle", None)
+    if handle is not None and getattr(handle, "op", None) is not None and (
+        handle.op.type in ("VarHandleOp", "Placeholder")):
+      handles[handle.name] = i
+    else:
+      # A legacy reference variable: reads go through its `/read` snapshot
+      # (what `convert_to_tensor(variable)` returns) or the ref itself.
+      reads[v.value().name] = i
+      reads[v.op.outputs[0].name] = i
+  if handles:
+    for op in graph.get_operations():
+      if op.type == "ReadVariableOp" and op.inputs[0].name in handles:
+        reads[op.outputs[0].name] = handles[op.inputs[0].name]
+  return reads
+
+
+def _dependent_ops(loss_op, reads):
+  """The ops on a path from a variable read to `loss_op`.
+
+  A depth-first walk with an explicit stack, so that a graph deeper than
+  Python's recursion limit is walked as well.
+
+  Returns:
+    `(dependent, order)`: a dict from every visited op's name to whether it
+    depends on a read in `reads`, and the dependent ops in topological order.
+  """
+  dependent = {}
+  order = []
+  stack = [(loss_op, False)]
+  while stack:
+    op, inputs_done = stack.pop()
+    if inputs_done:
+      dep = any(t.name in reads or dependent.get(t.op.name, False)
+                for t in op.inputs)
+      dependent[op.name] = dep
+      if dep:
+        order.append(op)
+    elif op.name not in dependent:
+      # Marked before its inputs are visited: a cycle (a v1 while loop)
+      # then reads False instead of looping forever.
+      dependent[op.name] = False
+      stack.append((op, True))
+      stack.extend((t.op, False) for t in op.inputs
+                   if t.name not in reads and t.op.name not in dependent)
+  return dependent, order
+
+
+def _graph_loss_function(loss, variables):
+  """A pure function `[values per variable] -> loss` copying `loss`'s graph.
+
+  A graph-mode loss Tensor is computed once per `session.run`; a
+  `tf.while_loop` cannot re-evaluate it at new points. So the part of the
+  graph between the variables' reads and the loss is imported again (inside
+  the loop body) with the reads replaced by the given values; every input
+  that does not depend on the variables (placeholders, constants, data) is
+  captured from the original graph unchanged, so `feed_dict` still applies.
+  """
+  graph = loss.graph
+  reads = _variable_reads(graph, variables)
+  dependent, order = _dependent_ops(loss.op, reads)
+  if not dependent[loss.op.name]:
+    check_depends([None])
+  graph_def = tf.compat.v1.GraphDef()
+  external = {}
+  for op in order:
+    node = graph_def.node.add()
+    node.CopyFrom(op.node_def)
+    # Control inputs would point at ops that are not copied; the data inputs
+    # carry every dependency the loss value has.
+    kept = [s for s in node.input if not s.startswith("^")]
+    del node.input[:]
+    node.input.extend(kept)
+    for t in op.inputs:
+      if t.name not in reads and not dependent.get(t.op.name, False):
+        external[t.name] = t
+
+  def function(values):
+    input_map = {name: values[i] for name, i in reads.items()}
+    for name, t in external.items():
+      # Captures the outer tensor into the current (loop body) graph.
+      input_map[name] = tf.identity(t)
+    # Only map tensors that the copied ops actually consume.
+    consumed = set()
+    for op in order:
+      consumed.update(t.name for t in op.inputs)
+    input_map = {k: v for k, v in input_map.items() if k in consumed}
+    (out,) = tf.compat.v1.import_graph_def(
+        graph_def, input_map=input_map, return_elements=[loss.name],
+        name="lbfgs_loss")
+    return out
+
+  return function
+
+
+@contextlib.contextmanager
+def _control_flow_v2():
+  """Builds `tf.while_loop`/`tf.cond` as v2 ops, even under TF1 behaviour.
+
+  After `tf.compat.v1.disable_v2_behavior()`, v1 control flow cannot feed the
+  loss function's captured inputs (placeholders) into a loop frame. The
+  previous setting is restored on exit, so the user's graph is otherwise
+  built as they asked.
+  """
+  previous = tf.compat.v1.control_flow_v2_enabled()
+  tf.compat.v1.enable_control_flow_v2()
+  try:
+    yield
+  finally:
+    if not previous:
+      tf.compat.v1.disable_control_flow_v2()
+
+
 class GraphEvaluator:
   """Evaluates a graph-mode loss through a `tf.compat.v1.Session`.
 
@@ -71,9 +199,12 @@ class GraphEvaluator:
   reference variables; assigning works for resource variables too, at the
   price of the variables holding the last evaluated point while the
   optimizer runs (the final point is assigned at the end either way).
-  """
 
-  mode = "graph"
+  For on-device optimizers, `compile` builds ops once, at once, fed from
+  placeholders; `value_and_gradient_tf` re-evaluates the loss at a new
+  point inside such ops by importing the variables-to-loss part of the graph
+  again (see `_graph_loss_function`).
+  """
 
   def __init__(self, loss, packer, equalities, inequalities):
     """Builds every op in `loss.graph`.
@@ -86,6 +217,8 @@ class GraphEvaluator:
     """
     self.packer = packer
     self.graph = loss.graph
+    self._loss_tensor = loss
+    self._loss_of_values = None
     variables = packer.variables
     with self.graph.as_default(), tf.name_scope("external_optimizer"):
       self._x = tf.compat.v1.placeholder(tf.float64, [packer.size], name="x")
@@ -127,44 +260,113 @@ class GraphEvaluator:
     return _GraphRun(self, session, feed_dict, _fetch_list(fetches),
                      dict(run_kwargs))
 
+  def value_and_gradient_tf(self, x, observe=None):
+    """Float64 `(loss, packed_gradient)` at packed `x`, as TF ops.
+
+    Only for functions given to `compile`: the loss Tensor is computed once
+    per `session.run`, so it is imported again at `x` (the variables are not
+    assigned). The graph walk happens on the first call.
+
+    Args:
+      x: Packed float64 point.
+      observe: Optional TF-level `observe(x, loss)` run with the evaluation
+        for its side effects (say, recording the best point); it runs even
+        though no output depends on it.
+    """
+    packer = self.packer
+    if self._loss_of_values is None:
+      self._loss_of_values = _graph_loss_function(self._loss_tensor,
+                                                  packer.variables)
+    loss_of_values = self._loss_of_values
+
+    # A function of its own: `tf.gradients` through the imported ops, traced
+    # straight into a loop body, loses the loop state's static shapes; and a
+    # v2 loop body built in a TF1 graph adds no automatic control
+    # dependencies, which a function does, so `observe` is not pruned.
+    @tf.function(autograph=False)
+    def objective(x):
+      values = packer.unpack(x)
+      value = loss_of_values(values)
+      grads = tf.gradients(value, values)
+      loss = tf.cast(tf.reshape(value, []), tf.float64)
+      if observe is not None:
+        observe(x, loss)
+      return loss, packer.pack_tensors(grads)
+    return objective(x)
+
+  def scope(self):
+    """The context in which to create state for compiled functions."""
+    return self.graph.as_default()
+
+  def compile(self, fn, input_signature, name, jit_compile=None):
+    """Builds `fn`'s ops now, on placeholders; see `EagerEvaluator.compile`.
+
+    `tf.while_loop`/`tf.cond` are built as v2 control flow even under TF1
+    behaviour (see `_control_flow_v2`).
+    """
+    del jit_compile  # The session runs the graph as built.
+    with self.graph.as_default(), tf.name_scope(name), _control_flow_v2():
+      inputs = tf.nest.map_structure(
+          lambda spec: tf.compat.v1.placeholder(spec.dtype, spec.shape),
+          input_signature)
+      outputs = fn(*inputs)
+    placeholders = tf.nest.flatten(inputs)
+
+    def call(run, *args):
+      feed = dict(run.feed_dict or {})
+      feed.update(zip(placeholders, tf.nest.flatten(args)))
+      return run.session.run(outputs, feed_dict=feed, **run.run_kwargs)
+    return call
+
 
 class _GraphRun:
-  """A `GraphEvaluator` bound to one session, feed_dict and fetches."""
+  """A `GraphEvaluator` bound to one session, feed_dict and fetches.
+
+  Attributes:
+    session, feed_dict, fetches, run_kwargs: What every `session.run` of
+      this call uses (`feed_dict` is a copy, or None).
+  """
 
   def __init__(self, evaluator, session, feed_dict, fetches, run_kwargs):
     self._e = evaluator
-    self._session = session
+    self.session = session
     # Our own copy: we add nothing to it, but a caller may keep mutating
     # theirs while a callback runs.
-    self._feed_dict = dict(feed_dict) if feed_dict else None
-    self._fetches = fetches
-    self._run_kwargs = run_kwargs
+    self.feed_dict = dict(feed_dict) if feed_dict else None
+    self.fetches = fetches
+    self.run_kwargs = run_kwargs
 
   def _set(self, x):
-    self._session.run(self._e._assign_op, feed_dict={self._e._x: x},
-                      **self._run_kwargs)
+    self.session.run(self._e._assign_op, feed_dict={self._e._x: x},
+                      **self.run_kwargs)
 
   def value_and_grad(self, x):
     self._set(x)
-    out, fetched = self._session.run(
-        [self._e._loss_and_grad, self._fetches], feed_dict=self._feed_dict,
-        **self._run_kwargs)
+    out, fetched = self.session.run(
+        [self._e._loss_and_grad, self.fetches], feed_dict=self.feed_dict,
+        **self.run_kwargs)
     return out, fetched
 
   def value(self, x):
     self._set(x)
-    f, fetched = self._session.run([self._e._loss, self._fetches],
-                                   feed_dict=self._feed_dict,
-                                   **self._run_kwargs)
+    f, fetched = self.session.run([self._e._loss, self.fetches],
+                                   feed_dict=self.feed_dict,
+                                   **self.run_kwargs)
     return f, fetched
 
   def constraints(self, kind, x):
     self._set(x)
-    return self._session.run(self._e._constraints[kind],
-                             feed_dict=self._feed_dict, **self._run_kwargs)
+    return self.session.run(self._e._constraints[kind],
+                             feed_dict=self.feed_dict, **self.run_kwargs)
+
+  def fetch(self, x):
+    """Assigns `x`; returns the `fetches` evaluated there."""
+    self._set(x)
+    return self.session.run(self.fetches, feed_dict=self.feed_dict,
+                            **self.run_kwargs)
 
   def read(self):
-    return self._session.run(self._e._read, feed_dict=self._feed_dict)
+    return self.session.run(self._e._read, feed_dict=self.feed_dict)
 
   def assign(self, x):
     self._set(np.asarray(x, dtype=np.float64))
@@ -192,8 +394,6 @@ class EagerEvaluator:
   `value_and_gradient_tf(x)` is the TF-level `x -> (loss, packed_grad)`,
   usable inside another `tf.function`.
   """
-
-  mode = "eager"
 
   def __init__(self, loss_fn, packer, equalities, inequalities,
                jit_compile=False):
@@ -230,9 +430,16 @@ class EagerEvaluator:
     check_depends(grads)
     return loss, grads
 
-  def value_and_gradient_tf(self, x):
-    """Assigns packed `x` and returns float64 `(loss, packed_gradient)`."""
+  def value_and_gradient_tf(self, x, observe=None):
+    """Assigns packed `x` and returns float64 `(loss, packed_gradient)`.
+
+    `observe(x, loss)`, if given, runs with the evaluation for its side
+    effects (inside a `tf.function`, automatic control dependencies keep
+    it).
+    """
     loss, grads = self._loss_and_gradients(x)
+    if observe is not None:
+      observe(x, loss)
     return loss, self.packer.pack_tensors(grads)
 
   def value_tf(self, x):
@@ -307,6 +514,29 @@ class EagerEvaluator:
   def constraints_fn(self, kind):
     return self._compiled(("c", kind), lambda x: self.constraints_tf(kind, x))
 
+  def scope(self):
+    """The context in which to create state for compiled functions."""
+    return tf.init_scope()
+
+  def compile(self, fn, input_signature, name, jit_compile=None):
+    """`fn` as a function of a bound run and NumPy-compatible arguments.
+
+    Args:
+      fn: A TF-level function of `input_signature`'s structure (it may call
+        `value_and_gradient_tf`).
+      input_signature: A list of (nests of) `tf.TensorSpec`s.
+      name: Name scope of the ops (graph mode).
+      jit_compile: None for the evaluator's own setting, else a bool.
+
+    Returns:
+      `call(run, *args)`: runs `fn` on `args` through `run` (a bound
+      evaluator) and returns its outputs as NumPy values. Eagerly, `fn` is
+      traced on the first call, once: one concrete function.
+    """
+    del name  # Function names are scoped by tf.function.
+    return _EagerCompiled(fn, input_signature, self._jit_compile
+                          if jit_compile is None else jit_compile)
+
   def assign_fn(self):
     def fn(x):
       self.packer.assign(x)
@@ -341,6 +571,29 @@ class EagerEvaluator:
     return _EagerRun(self, fetches)
 
 
+class _EagerCompiled:
+  """`EagerEvaluator.compile`'s result: one concrete function, traced once.
+
+  Calling the concrete function directly skips tf.function's argument
+  matching, and the fixed signature means it never retraces.
+  """
+
+  def __init__(self, fn, input_signature, jit_compile):
+    self._function = tf.function(fn, input_signature=input_signature,
+                                 jit_compile=jit_compile, autograph=False)
+    self._concrete = None
+
+  @property
+  def concrete_function(self):
+    if self._concrete is None:
+      self._concrete = self._function.get_concrete_function()
+    return self._concrete
+
+  def __call__(self, unused_run, *args):
+    return tf.nest.map_structure(lambda t: t.numpy(),
+                                 self.concrete_function(*args))
+
+
 class _EagerRun:
   """An `EagerEvaluator` bound to one list of fetches.
 
@@ -350,24 +603,24 @@ class _EagerRun:
 
   def __init__(self, evaluator, fetches):
     self._e = evaluator
-    self._fetches = fetches
+    self.fetches = fetches
     self._vg = None
     self._v = None
 
   def value_and_grad(self, x):
     if self._vg is None:
-      self._vg = self._e.value_and_grad_fn(self._fetches)
+      self._vg = self._e.value_and_grad_fn(self.fetches)
     return self._call(self._vg, x)
 
   def value(self, x):
     if self._v is None:
-      self._v = self._e.value_fn(self._fetches)
+      self._v = self._e.value_fn(self.fetches)
     return self._call(self._v, x)
 
   def _call(self, function, x):
     """`(result, fetched values)` as NumPy from one compiled function."""
     outputs = function(tf.constant(x, tf.float64))
-    if self._fetches:
+    if self.fetches:
       result, fetched = outputs
       return result.numpy(), [f.numpy() for f in fetched]
     return outputs.numpy(), []
@@ -375,6 +628,12 @@ class _EagerRun:
   def constraints(self, kind, x):
     values, jac = self._e.constraints_fn(kind)(tf.constant(x, tf.float64))
     return values.numpy(), jac.numpy()
+
+  def fetch(self, x):
+    """Assigns `x`; returns the `fetches` evaluated there."""
+    if not self.fetches:
+      return []
+    return self.value(x)[1]
 
   def read(self):
     return self._e.packer.pack_values().numpy()

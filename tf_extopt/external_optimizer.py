@@ -40,72 +40,11 @@ import math
 
 import numpy as np
 from scipy.optimize import OptimizeResult
-import tensorflow as tf
 
-from tf_extopt import _evaluators
-from tf_extopt import _packing
+from tf_extopt import _problem
+from tf_extopt import _run
 
 __all__ = ["ExternalOptimizerInterface", "ScipyOptimizerInterface"]
-
-# `OptimizeResult.status` values the interfaces set themselves, beside the
-# optimizer's own codes.
-STATUS_BEST_POINT = 98  # The optimizer's end point was replaced by a better one.
-STATUS_STOPPED = 99  # A callback raised StopIteration.
-
-
-class _EarlyStop(Exception):
-  """Raised through the external optimizer when a callback asks to stop.
-
-  A private type (not `StopIteration`) so that no optimizer can swallow it
-  or, inside a generator, turn it into a `RuntimeError`.
-  """
-
-
-def _as_list(value, name):
-  if value is None:
-    return []
-  if isinstance(value, (list, tuple)):
-    return list(value)
-  raise ValueError("%s must be a list of constraints; got %s." %
-                   (name, type(value).__name__))
-
-
-class _BestPoint:
-  """Tracks the point the variables should hold if the run is cut short.
-
-  Without constraints that is the evaluated point with the lowest finite
-  loss. With constraints the lowest loss is often infeasible, so it is the
-  last iterate the optimizer reported through its step callback.
-  """
-
-  def __init__(self, x0, by_loss):
-    self.x = np.array(x0, dtype=np.float64)
-    self.f = math.inf
-    self.g = None  # The gradient at `x`, when it was computed there.
-    self.by_loss = by_loss
-
-  def update_loss(self, f, x, g=None):
-    # `f < self.f` is False for NaN, so NaN never becomes best.
-    if self.by_loss and f < self.f and f > -math.inf:
-      if np.isfinite(x).all():
-        self.f = float(f)
-        self.x = np.array(x, dtype=np.float64)
-        self.g = None if g is None else np.array(g, dtype=np.float64)
-
-  def update_iterate(self, x):
-    if not self.by_loss and np.isfinite(x).all():
-      self.x = np.array(x, dtype=np.float64)
-      self.f = math.nan
-      self.g = None
-
-  def result(self, **fields):
-    """An `OptimizeResult` for the best point: `x`, `fun` and, if known,
-    the gradient `jac` there, plus `fields`."""
-    result = OptimizeResult(x=self.x, fun=self.f, **fields)
-    if self.g is not None:
-      result["jac"] = self.g
-    return result
-
 
 class ExternalOptimizerInterface:
   """Base class for interfaces with external optimization algorithms.
@@ -121,7 +60,9 @@ class ExternalOptimizerInterface:
     `g(x) -> float64 vector`, one per constraint.
   * `packed_bounds`: None, or a list with one `(low, high)` pair per packed
     element (+/-inf where unbounded), as contrib passed it.
-  * `step_callback(x)`: call once per iteration.
+  * `step_callback(x, fun=None)`: call once per iteration with the
+    iterate; pass `fun`, the loss there, when the algorithm knows it (the
+    interface then need not look it up for `progress_callback`).
   * `optimizer_kwargs`: a copy of the extra constructor kwargs.
   * `loss_func(x) -> loss` (an addition to contrib's arguments): the loss
     alone, skipping the gradient, for gradient-free algorithms.
@@ -129,12 +70,14 @@ class ExternalOptimizerInterface:
   It returns the packed optimum (as contrib subclasses do) or an
   `OptimizeResult`-like mapping with at least `x`.
 
-  Hook for on-device subclasses: `self._packer` (a `VariablePacker`) and
-  `self._evaluator` are available; in eager mode
-  `self._evaluator.value_and_gradient_tf(x)` is the TF-level packed
-  `x -> (loss, packed_grad)` (it assigns `x` to the variables), callable
-  inside another `tf.function`, and `self._packer.pack_values()` /
-  `self._packer.assign(x)` read and write the packed point.
+  `minimize` is one template (`_run.run`) for every interface: a subclass
+  that does not fit `_minimize`'s Python-callback shape (an on-device
+  solver, say) overrides `_optimize(state)` instead. For that,
+  `self._packer` (a `VariablePacker`) and `self._evaluator` are available,
+  in either mode: `self._evaluator.value_and_gradient_tf(x)` is the
+  TF-level packed `x -> (loss, packed_grad)`, and
+  `self._evaluator.compile(fn, input_signature, name)` turns a TF-level
+  function using it into `call(run, *args)` (see `_evaluators`).
 
   Attributes:
     optimizer_kwargs: The subclass-specific keyword arguments given at
@@ -171,84 +114,16 @@ class ExternalOptimizerInterface:
         malformed (see `VariablePacker.packed_bounds`).
     """
     self.optimizer_kwargs = optimizer_kwargs
-    equalities = _as_list(equalities, "equalities")
-    inequalities = _as_list(inequalities, "inequalities")
-    if tf.inside_function():
-      raise ValueError(
-          "%s cannot be created inside tf.function: it drives a Python "
-          "optimizer. Create it eagerly with a loss callable, or in a "
-          "tf.Graph with a loss Tensor." % type(self).__name__)
-
-    if tf.is_tensor(loss) and not tf.is_symbolic_tensor(loss):
-      raise ValueError(
-          "In eager mode loss must be a zero-argument callable returning "
-          "the loss; got an eager Tensor (a value already computed, which "
-          "cannot be re-evaluated at new variable values).")
-    graph_mode = tf.is_symbolic_tensor(loss) or not tf.executing_eagerly()
-
-    if graph_mode:
-      if jit_compile:
-        raise ValueError("jit_compile applies to eager mode only; in graph "
-                         "mode the session runs the graph as built.")
-      if callable(loss) and not tf.is_tensor(loss):
-        loss = loss()
-      loss = self._graph_tensor(loss, "loss")
-      equalities = [self._graph_tensor(c() if callable(c) else c,
-                                       "equalities[%d]" % i, loss.graph)
-                    for i, c in enumerate(equalities)]
-      inequalities = [self._graph_tensor(c() if callable(c) else c,
-                                         "inequalities[%d]" % i, loss.graph)
-                      for i, c in enumerate(inequalities)]
-      if var_list is None:
-        var_list = loss.graph.get_collection(
-            tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
-        if not var_list:
-          raise ValueError("var_list is None and the graph has no trainable "
-                           "variables.")
-    else:
-      if not callable(loss):
-        raise ValueError(
-            "In eager mode loss must be a zero-argument callable; got %s."
-            % type(loss).__name__)
-      if var_list is None:
-        raise ValueError(
-            "var_list is required in eager mode: pass the variables, or the "
-            "Keras model/layer or tf.Module whose trainable variables to "
-            "optimize.")
-      for name, cons in (("equalities", equalities),
-                         ("inequalities", inequalities)):
-        for i, c in enumerate(cons):
-          if not callable(c):
-            raise ValueError(
-                "In eager mode %s[%d] must be a zero-argument callable; got "
-                "%s." % (name, i, type(c).__name__))
-
-    variables = _packing.resolve_var_list(var_list)
-    self._packer = _packing.VariablePacker(variables)
-    bounds = self._packer.packed_bounds(var_to_bounds)
-    self._packed_bounds_arrays = bounds
-    self._has_constraints = bool(equalities or inequalities)
-    if graph_mode:
-      self._evaluator = _evaluators.GraphEvaluator(
-          loss, self._packer, equalities, inequalities)
-    else:
-      self._evaluator = _evaluators.EagerEvaluator(
-          loss, self._packer, equalities, inequalities,
-          jit_compile=jit_compile)
-    self._num_equalities = len(equalities)
-    self._num_inequalities = len(inequalities)
-
-  @staticmethod
-  def _graph_tensor(value, name, graph=None):
-    if not tf.is_symbolic_tensor(value):
-      raise ValueError("In graph mode %s must be a scalar Tensor; got %s."
-                       % (name, type(value).__name__))
-    if graph is not None and value.graph is not graph:
-      raise ValueError("%s is in a different graph than loss." % name)
-    if value.shape.rank is not None and value.shape.num_elements() != 1:
-      raise ValueError("%s must be a scalar Tensor; got shape %s." %
-                       (name, value.shape))
-    return value
+    problem = _problem.Problem(type(self).__name__, loss, var_list,
+                               equalities, inequalities, var_to_bounds,
+                               jit_compile)
+    self._packer = problem.packer
+    self._evaluator = problem.evaluator
+    self._packed_bounds_arrays = problem.packed_bounds
+    self._num_equalities = problem.num_equalities
+    self._num_inequalities = problem.num_inequalities
+    self._has_constraints = bool(problem.num_equalities
+                                 or problem.num_inequalities)
 
   @property
   def packed_bounds(self):
@@ -256,7 +131,8 @@ class ExternalOptimizerInterface:
     return self._packed_bounds_arrays
 
   def minimize(self, session=None, feed_dict=None, fetches=None,
-               step_callback=None, loss_callback=None, **run_kwargs):
+               step_callback=None, loss_callback=None,
+               progress_callback=None, **run_kwargs):
     """Minimizes the loss and assigns the optimum to the variables.
 
     Args:
@@ -272,6 +148,14 @@ class ExternalOptimizerInterface:
         `StopIteration` to end the run; the best point seen is assigned.
       loss_callback: Called on every loss evaluation with the evaluated
         `fetches` as positional arguments.
+      progress_callback: Called once per iteration, after `step_callback`,
+        with an `OptimizeResult` holding `x` (the packed iterate), `fun`
+        (the loss there), `nit` (iterations so far) and `nfev` (loss
+        evaluations so far), like SciPy's `callback(intermediate_result)`.
+        The loss comes from the optimizer or from the evaluation at that
+        point; only when neither has it (SciPy's TNC, some custom
+        algorithms) is it evaluated again, and that evaluation is not
+        counted in `nfev`. Raise `StopIteration` to end the run.
       **run_kwargs: Graph mode: passed to every `session.run`.
 
     Returns:
@@ -293,26 +177,17 @@ class ExternalOptimizerInterface:
       been assigned to the variables.
     """
     run = self._evaluator.bind(session, feed_dict, fetches, run_kwargs)
-    if step_callback is not None and not callable(step_callback):
-      raise ValueError("step_callback must be callable; got %s." %
-                       type(step_callback).__name__)
-    if loss_callback is not None and not callable(loss_callback):
-      raise ValueError("loss_callback must be callable; got %s." %
-                       type(loss_callback).__name__)
-    initial_val = run.read()
-    best = _BestPoint(initial_val, by_loss=not self._has_constraints)
-    counts = {"nfev": 0, "nit": 0}
-    loss_grad_func, loss_func = self._make_loss_funcs(run, best, counts,
-                                                      loss_callback)
+    state = _run.RunState(run, not self._has_constraints, step_callback,
+                          loss_callback, progress_callback)
+    return _run.run(state, self._optimize)
 
-    def step(xk, *unused_args):
-      counts["nit"] += 1
-      best.update_iterate(xk)
-      if step_callback is not None:
-        try:
-          step_callback(xk)
-        except StopIteration:
-          raise _EarlyStop() from None
+  def _optimize(self, state):
+    """Runs `_minimize` for `minimize`'s template; returns the result."""
+    run = state.run
+    loss_grad_func, loss_func, loss_at = self._make_loss_funcs(state)
+
+    def step(xk, *unused_args, fun=None):
+      state.iteration(xk, loss_at if fun is None else fun)
 
     eq_funcs, eq_grads = self._constraint_funcs(run, "eq",
                                                 self._num_equalities)
@@ -323,66 +198,59 @@ class ExternalOptimizerInterface:
       lower, upper = self._packed_bounds_arrays
       packed_bounds = list(zip(lower.tolist(), upper.tolist()))
     kwargs = dict(
-        initial_val=initial_val, loss_grad_func=loss_grad_func,
+        initial_val=state.best.x.copy(), loss_grad_func=loss_grad_func,
         equality_funcs=eq_funcs, equality_grad_funcs=eq_grads,
         inequality_funcs=ineq_funcs, inequality_grad_funcs=ineq_grads,
         packed_bounds=packed_bounds, step_callback=step,
         optimizer_kwargs=self._copy_optimizer_kwargs(), loss_func=loss_func)
+    return self._finalize(self._call_minimize(kwargs), state)
 
-    try:
-      try:
-        raw = self._call_minimize(kwargs)
-      except _EarlyStop:
-        result = best.result(
-            success=False, status=STATUS_STOPPED,
-            message="`step_callback` or `loss_callback` raised StopIteration.",
-            nfev=counts["nfev"], nit=counts["nit"])
-      else:
-        result = self._finalize(raw, best, counts)
-    except BaseException:
-      # Never leave the variables at a failing (possibly NaN) point, even if
-      # a subclass returned something unusable.
-      run.assign(best.x)
-      raise
-    run.assign(result.x)
-    self._log(result)
-    return result
+  @staticmethod
+  def _make_loss_funcs(state):
+    """Builds `loss_grad_func(x)` and `loss_func(x)` for `_minimize`.
 
-  def _make_loss_funcs(self, run, best, counts, loss_callback):
-    """Builds the `loss_grad_func(x)` and `loss_func(x)` given to optimizers.
+    Also returns `loss_at(x)`, the loss at an iterate for
+    `progress_callback`: most algorithms report a point they have just
+    evaluated, so the last evaluation is kept (only when there is a
+    `progress_callback`); any other point is evaluated again.
 
     The no-callback versions do no per-variable work, only one compiled call
     and one comparison, because they run once per evaluation.
     """
-    value_and_grad = run.value_and_grad
-    value = run.value
-    update = best.update_loss
-
-    def _callback(fetched):
-      try:
-        loss_callback(*fetched)
-      except StopIteration:
-        raise _EarlyStop() from None
+    value_and_grad = state.run.value_and_grad
+    value = state.run.value
+    update = state.best.update_loss
+    loss_callback = state.loss_callback
+    last = {} if state.progress_callback is not None else None
 
     def loss_grad_func(x):
-      counts["nfev"] += 1
+      state.nfev += 1
       out, fetched = value_and_grad(x)
       f, g = out[0], out[1:]
       update(f, x, g)
+      if last is not None:
+        last.update(x=np.array(x), f=float(f))
       if loss_callback is not None:
-        _callback(fetched)
+        _run.call_user(loss_callback, *fetched)
       return f, g
 
     def loss_func(x):
-      counts["nfev"] += 1
+      state.nfev += 1
       f, fetched = value(x)
       f = float(f)
       update(f, x)
+      if last is not None:
+        last.update(x=np.array(x), f=f)
       if loss_callback is not None:
-        _callback(fetched)
+        _run.call_user(loss_callback, *fetched)
       return f
 
-    return loss_grad_func, loss_func
+    def loss_at(x):
+      if np.array_equal(last.get("x"), x):
+        return last["f"]
+      return float(value(x)[0])
+
+    return loss_grad_func, loss_func, loss_at
 
   @staticmethod
   def _constraint_funcs(run, kind, count):
@@ -413,7 +281,7 @@ class ExternalOptimizerInterface:
       kwargs = {k: v for k, v in kwargs.items() if k in names}
     return self._minimize(**kwargs)
 
-  def _finalize(self, raw, best, counts):
+  def _finalize(self, raw, state):
     """Turns what `_minimize` returned into an honest `OptimizeResult`.
 
     When the optimizer ended on a non-finite point (or loss), or, without
@@ -422,6 +290,7 @@ class ExternalOptimizerInterface:
     `STATUS_BEST_POINT`, and `x`, `fun` and `jac` all belong to the assigned
     point (the optimizer's own status is kept as `optimizer_status`).
     """
+    best = state.best
     fun_known = True
     if hasattr(raw, "keys") and "x" in raw:
       result = raw if hasattr(raw, "__getattr__") else OptimizeResult(**raw)
@@ -434,7 +303,7 @@ class ExternalOptimizerInterface:
                               success=True, status=0,
                               message="%s._minimize returned a point." %
                               type(self).__name__,
-                              nfev=counts["nfev"], nit=counts["nit"])
+                              nfev=state.nfev, nit=state.nit)
       if fun_known and best.g is not None:
         result["jac"] = best.g
     x = np.asarray(result.x, dtype=np.float64).reshape([-1])
@@ -469,25 +338,13 @@ class ExternalOptimizerInterface:
     counters = {k: result[k] for k in ("nit", "nfev", "njev", "nhev")
                 if k in result}
     best_fields = dict(
-        success=False, status=STATUS_BEST_POINT,
+        success=False, status=_run.STATUS_BEST_POINT,
         message="%s; %s. Optimizer's message: %s" % (
             why, kept, result.get("message", "")),
         optimizer_status=result.get("status"), **counters)
     if not best.by_loss:
       return OptimizeResult(x=best.x, fun=math.nan, **best_fields)
     return best.result(**best_fields)
-
-  @staticmethod
-  def _log(result):
-    lines = ["Optimization terminated with:", "  Message: %s",
-             "  Objective function value: %f"]
-    args = [result.get("message", ""), result.get("fun", math.nan)]
-    for key, label in (("nit", "Number of iterations"),
-                       ("nfev", "Number of functions evaluations")):
-      if key in result:
-        lines.append("  %s: %%d" % label)
-        args.append(int(result[key]))
-    tf.get_logger().info("\n".join(lines), *args)
 
   def _minimize(self, initial_val, loss_grad_func, equality_funcs,
                 equality_grad_funcs, inequality_funcs, inequality_grad_funcs,
@@ -665,5 +522,25 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
       fun, jac = loss_grad_func, True
     return scipy.optimize.minimize(
         fun, initial_val, jac=jac, method=method, bounds=bounds,
-        constraints=constraints or (), callback=step_callback,
+        constraints=constraints or (),
+        callback=self._scipy_callback(method, step_callback),
         **optimizer_kwargs)
+
+  @staticmethod
+  def _scipy_callback(method, step_callback):
+    """A SciPy callback handing `step_callback` the iterate and its loss.
+
+    SciPy passes `callback(intermediate_result)`, which carries `fun`, to
+    every method but TNC, which passes only the point; a custom method
+    may call it with the point as well.
+    """
+    if isinstance(method, str) and method.lower() == "tnc":
+      return step_callback
+
+    def callback(intermediate_result):
+      if isinstance(intermediate_result, OptimizeResult):
+        step_callback(intermediate_result.x,
+                      fun=intermediate_result.get("fun"))
+      else:
+        step_callback(intermediate_result)
+    return callback

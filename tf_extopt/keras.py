@@ -29,10 +29,10 @@ Deliberate differences from `model.fit`:
   trials, rather than once per step.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from tf_extopt import _packing
+from tf_extopt import _validation
 
 __all__ = ["fit"]
 
@@ -231,10 +231,7 @@ def _make_data(x, y, sample_weight, batch_size):
   _check_sample_counts(x, y, sw)
   if batch_size is None:
     return x, y, sw, None
-  if (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-      or batch_size < 1):
-    raise ValueError("batch_size must be None or an int >= 1; got %r." %
-                     (batch_size,))
+  batch_size = _validation.positive_int(batch_size, "batch_size")
   parts = tuple(p for p in (x, y, sw) if p is not None)
   if sw is not None and y is None:
     raise ValueError("sample_weight needs y.")
@@ -249,6 +246,78 @@ def _has_metrics(model, keras_module):
   return bool(compiled is not None and (
       getattr(compiled, "_user_metrics", None)
       or getattr(compiled, "_user_weighted_metrics", None)))
+
+
+class _Epochs:
+  """Keras' view of an L-BFGS run: one epoch per iteration.
+
+  An instance is the run's `progress_callback`: each iteration ends an
+  epoch, with `logs['loss']` the objective at the iterate (from the
+  optimizer, no evaluation added) plus `extra_logs()`; it drives the
+  callbacks, the progress bar and `History` (with `evaluations`), and ends
+  the run when a callback sets `model.stop_training`.
+  """
+
+  def __init__(self, keras_module, model, callbacks, verbose,
+               max_iterations, extra_logs):
+    K = keras_module
+    # One callback is accepted as Keras' own `fit` does.
+    if isinstance(callbacks, K.callbacks.Callback):
+      callbacks = [callbacks]
+    elif callbacks is not None and not isinstance(callbacks, (list, tuple)):
+      raise ValueError("callbacks must be a list of Keras callbacks; got %s."
+                       % type(callbacks).__name__)
+    callbacks = list(callbacks or [])
+    history = None
+    for cb in callbacks:
+      if isinstance(cb, K.callbacks.History):
+        history = cb
+    if history is None:
+      history = K.callbacks.History()
+      callbacks.append(history)
+    self._model = model
+    self._history = history
+    self._max_iterations = max_iterations
+    self._extra_logs = extra_logs
+    self._callbacks = K.callbacks.CallbackList(
+        callbacks, add_history=False, add_progbar=False, model=model,
+        verbose=verbose, epochs=max_iterations, steps=1)
+    self._progbar = (K.utils.Progbar(target=max_iterations, verbose=verbose,
+                                     unit_name="iteration")
+                     if verbose else None)
+    self._epoch = 0
+    self._logs = {}
+    history.evaluations = []
+    model.stop_training = False
+    self._callbacks.on_train_begin()
+    self._callbacks.on_epoch_begin(0)
+
+  def __call__(self, progress):
+    self._history.evaluations.append(int(progress.nfev))
+    logs = {"loss": float(progress.fun)}
+    logs.update(self._extra_logs())
+    epoch = self._epoch
+    self._callbacks.on_epoch_end(epoch, logs)
+    self._logs = logs
+    self._epoch = epoch + 1
+    if self._progbar is not None:
+      # Show the values at the iterate, not running averages.
+      self._progbar.stateful_metrics = set(logs)
+      self._progbar.update(epoch + 1, [(k, v) for k, v in logs.items()])
+    if getattr(self._model, "stop_training", False):
+      raise StopIteration
+    self._callbacks.on_epoch_begin(epoch + 1)
+
+  def end(self, result):
+    """Closes the run; returns the `History` with `result` attached."""
+    if self._progbar is not None and self._epoch < self._max_iterations:
+      # Ended early (converged or stopped): close the bar where it stands.
+      self._progbar.target = self._epoch
+      self._progbar.update(self._epoch, finalize=True)
+    self._callbacks.on_train_end(self._logs)
+    self._history.result = result
+    self._model.history = self._history
+    return self._history
 
 
 def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
@@ -288,8 +357,7 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     The `History` callback: `history.history['loss']` has one entry per
     iteration; `history.evaluations[i]` is the number of objective
     evaluations (loss and gradient over the full data) made by the end of
-    iteration `i` (SciPy: not counting the one `fit` adds per iteration to
-    read the loss); `history.result` is the optimizer's `OptimizeResult`
+    iteration `i`; `history.result` is the optimizer's `OptimizeResult`
     (None when `max_iterations=0`).
 
   Raises:
@@ -301,10 +369,8 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
   from tf_extopt.external_optimizer import ScipyOptimizerInterface  # pylint: disable=g-import-not-at-top
   from tf_extopt.lbfgs_interface import LbfgsOptimizerInterface  # pylint: disable=g-import-not-at-top
 
-  if (isinstance(max_iterations, bool) or not isinstance(
-      max_iterations, (int, np.integer)) or max_iterations < 0):
-    raise ValueError("max_iterations must be an int >= 0; got %r." %
-                     (max_iterations,))
+  max_iterations = _validation.positive_int(max_iterations, "max_iterations",
+                                            minimum=0)
   if verbose not in (0, 1, 2, "auto"):
     raise ValueError("verbose must be 0, 1, 2 or 'auto'; got %r." %
                      (verbose,))
@@ -340,65 +406,21 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
                        "iterations_per_call is fixed to 1 (one epoch per "
                        "iteration).")
     opt = LbfgsOptimizerInterface(objective, model,
-                                  max_iterations=int(max_iterations),
+                                  max_iterations=max_iterations,
                                   iterations_per_call=1,
                                   jit_compile=jit_compile, **options)
-
-    def current_loss(unused_x):
-      return float(opt._last_results.objective_value)  # pylint: disable=protected-access
-
-    def evaluations():
-      return int(opt._last_results.num_objective_evaluations)  # pylint: disable=protected-access
-
-    minimize_kwargs = {}
   else:
     scipy_options = dict(options.pop("options", None) or {})
-    scipy_options.setdefault("maxiter", int(max_iterations))
+    scipy_options.setdefault("maxiter", max_iterations)
     opt = ScipyOptimizerInterface(objective, model, method=method,
                                   options=scipy_options,
                                   jit_compile=jit_compile, **options)
-    value_fn = opt._evaluator.value_fn()  # pylint: disable=protected-access
 
-    def current_loss(x):
-      # SciPy's callback gets only the point: one extra (compiled)
-      # evaluation per iteration gives the loss there.
-      return float(value_fn(tf.constant(x, tf.float64)))
-
-    counter = [0]
-
-    def count_evaluation():
-      counter[0] += 1
-
-    def evaluations():
-      return counter[0]
-
-    minimize_kwargs = {"loss_callback": count_evaluation}
-
-  # One callback is accepted as Keras' own `fit` does.
-  if isinstance(callbacks, K.callbacks.Callback):
-    callbacks = [callbacks]
-  elif callbacks is not None and not isinstance(callbacks, (list, tuple)):
-    raise ValueError("callbacks must be a list of Keras callbacks; got %s." %
-                     type(callbacks).__name__)
-  callbacks = list(callbacks or [])
-  history = None
-  for cb in callbacks:
-    if isinstance(cb, K.callbacks.History):
-      history = cb
-  if history is None:
-    history = K.callbacks.History()
-    callbacks.append(history)
-  cb_list = K.callbacks.CallbackList(
-      callbacks, add_history=False, add_progbar=False, model=model,
-      verbose=verbose, epochs=int(max_iterations), steps=1)
   with_metrics = _has_metrics(model, K)
-  progbar = (K.utils.Progbar(target=int(max_iterations), verbose=verbose,
-                             unit_name="iteration")
-             if verbose else None)
-  state = {"epoch": 0, "logs": {}}
 
-  def evaluate_logs(x_now):
-    logs = {"loss": current_loss(x_now)}
+  def extra_logs():
+    """Training metrics and `val_` metrics at the variables' point."""
+    logs = {}
     if with_metrics:
       data = dataset if dataset is not None else x_t
       kwargs = {} if dataset is not None else dict(y=y_t,
@@ -415,34 +437,6 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
       logs.update({"val_" + k: float(v) for k, v in values.items()})
     return logs
 
-  def step_callback(x_now):
-    history.evaluations.append(evaluations())
-    logs = evaluate_logs(x_now)
-    epoch = state["epoch"]
-    cb_list.on_epoch_end(epoch, logs)
-    state["logs"] = logs
-    state["epoch"] = epoch + 1
-    if progbar is not None:
-      # Show the values at the iterate, not running averages.
-      progbar.stateful_metrics = set(logs)
-      progbar.update(epoch + 1, [(k, v) for k, v in logs.items()])
-    if getattr(model, "stop_training", False):
-      raise StopIteration
-    cb_list.on_epoch_begin(epoch + 1)
-
-  history.evaluations = []
-  model.stop_training = False
-  cb_list.on_train_begin()
-  cb_list.on_epoch_begin(0)
-  if max_iterations:
-    result = opt.minimize(step_callback=step_callback, **minimize_kwargs)
-  else:
-    result = None
-  if progbar is not None and state["epoch"] < max_iterations:
-    # Ended early (converged or stopped): close the bar where it stands.
-    progbar.target = state["epoch"]
-    progbar.update(state["epoch"], finalize=True)
-  cb_list.on_train_end(state["logs"])
-  history.result = result
-  model.history = history
-  return history
+  epochs = _Epochs(K, model, callbacks, verbose, max_iterations, extra_logs)
+  result = opt.minimize(progress_callback=epochs) if max_iterations else None
+  return epochs.end(result)

@@ -2,17 +2,12 @@
 
 import tensorflow as tf
 
-from tf_extopt import _convergence
 from tf_extopt import _driver
 from tf_extopt import _eager
-from tf_extopt import _memory
+from tf_extopt import _strategies
 from tf_extopt import _validation
 
 __all__ = ["lbfgs_minimize"]
-
-# SciPy's L-BFGS-B uses the same cap on an unconstrained step (``stpmx``).
-_MAX_STEP = 1e10
-
 
 # Like TFP's optimizers (which AutoGraph never converts), the solver is
 # plain TensorFlow: converting it inside a caller's `tf.function` only
@@ -170,7 +165,7 @@ def lbfgs_minimize(value_and_gradients_function,
             "initial_inverse_hessian_estimate", position)
         diagonal = tf.reshape(diagonal,
                               tf.stack([-1, tf.shape(position)[-1]]))
-      return unconstrained_strategy(diagonal), assertions
+      return _strategies.unconstrained_strategy(diagonal), assertions
 
     return _driver.minimize(
         value_and_gradients_function, initial_position,
@@ -194,33 +189,3 @@ def _eager_tensors(arguments):
         _validation.positive_diagonal(
             estimate, "initial_inverse_hessian_estimate", position))
   return tensors
-
-
-def unconstrained_strategy(initial_inverse_hessian=None):
-  """The `_driver.Strategy` of plain L-BFGS (optionally with a fixed `H0`)."""
-
-  def direction(x, g, memory):
-    del x
-    return _memory.direction(memory, g, initial_inverse_hessian)
-
-  def max_step(x, d):
-    del d
-    return tf.fill(tf.shape(x)[:1], tf.constant(_MAX_STEP, x.dtype))
-
-  def initial_step(d, iteration, memory):
-    # Not `d[:, 0]`, which fails on an empty problem (n = 0).
-    one = tf.ones(tf.shape(d)[:1], d.dtype)
-    if initial_inverse_hessian is not None:
-      return one
-    first = tf.equal(iteration, 0) & tf.equal(memory.count, 0)
-    return tf.where(first,
-                    tf.math.divide_no_nan(one, tf.norm(d, axis=-1)), one)
-
-  def stationarity(x, g):
-    del x
-    return _convergence.sup_norm(g)
-
-  return _driver.Strategy(
-      direction=direction, stationarity=stationarity, max_step=max_step,
-      initial_step=initial_step, project=lambda x: x,
-      reset_on_bad_curvature=True, refine_steps=True)

@@ -7,9 +7,10 @@ and under `jit_compile=True`.
 
 Deliberate differences from `ScipyOptimizerInterface`:
 
-* `step_callback` and `loss_callback` run between compiled chunks of
-  `iterations_per_call` iterations (default: 1 when a callback is given, all
-  iterations in one call otherwise), not on every iteration/evaluation. The
+* `step_callback`, `loss_callback` and `progress_callback` run between
+  compiled chunks of `iterations_per_call` iterations (default: 1 when a
+  callback is given, all iterations in one call otherwise), not on every
+  iteration/evaluation. The
   solve resumes through `previous_optimizer_results`, keeping the L-BFGS
   memory, so a chunked run follows the same path as one long run.
   `step_callback` gets the packed float64 point reached at the end of the
@@ -27,16 +28,13 @@ Deliberate differences from `ScipyOptimizerInterface`:
   one compiled solver call (eager) or one `session.run` (graph mode) per
   chunk, then one assignment of the result to the variables.
 
-Graph mode (`tf.compat.v1` sessions, also under `disable_v2_behavior()`):
-the loss Tensor cannot be re-evaluated inside a `tf.while_loop`, so the part
-of the graph between the variables and the loss is imported again into the
-loop body with the variables' reads replaced by the iterate; placeholders,
-constants and other inputs that do not depend on the variables are captured
-unchanged, so `feed_dict` applies as usual. The solver ops are built once,
-at construction; `minimize` adds no ops.
+Graph mode (`tf.compat.v1` sessions, also under `disable_v2_behavior()`)
+and eager mode differ only inside the evaluator (`_evaluators`): the solve
+is compiled through `evaluator.compile`, which in graph mode builds the ops
+once, at construction (`minimize` adds none), re-evaluating the loss inside
+the loop by importing the variables-to-loss part of the graph again.
 """
 
-import contextlib
 import inspect
 import math
 
@@ -44,7 +42,8 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
-from tf_extopt import _evaluators
+from tf_extopt import _run
+from tf_extopt import _validation
 from tf_extopt.external_optimizer import ExternalOptimizerInterface
 from tf_extopt.lbfgs import lbfgs_minimize
 from tf_extopt.lbfgsb import lbfgsb_minimize
@@ -58,127 +57,16 @@ _LBFGS_OPTIONS = tuple(
     p for p in inspect.signature(lbfgs_minimize).parameters
     if p not in _RESERVED)
 
+
+def _defaults(solver):
+  """The solver's own option defaults, so that none is retyped here."""
+  return {name: p.default
+          for name, p in inspect.signature(solver).parameters.items()}
+
+
 _STATUS_CONVERGED = 0
 _STATUS_MAX_ITERATIONS = 1
 _STATUS_FAILED = 2
-_STATUS_STOPPED = 99
-
-
-def _variable_reads(graph, variables):
-  """Maps tensor names through which a graph reads `variables` to indices."""
-  reads = {}
-  handles = {}
-  for i, v in enumerate(variables):
-    handle = getattr(v, "handle", None)
-    if handle is not None and getattr(handle, "op", None) is not None and (
-        handle.op.type in ("VarHandleOp", "Placeholder")):
-      handles[handle.name] = i
-    else:
-      # A legacy reference variable: reads go through its `/read` snapshot
-      # (what `convert_to_tensor(variable)` returns) or the ref itself.
-      reads[v.value().name] = i
-      reads[v.op.outputs[0].name] = i
-  if handles:
-    for op in graph.get_operations():
-      if op.type == "ReadVariableOp" and op.inputs[0].name in handles:
-        reads[op.outputs[0].name] = handles[op.inputs[0].name]
-  return reads
-
-
-def _dependent_ops(loss_op, reads):
-  """The ops on a path from a variable read to `loss_op`.
-
-  A depth-first walk with an explicit stack, so that a graph deeper than
-  Python's recursion limit is walked as well.
-
-  Returns:
-    `(dependent, order)`: a dict from every visited op's name to whether it
-    depends on a read in `reads`, and the dependent ops in topological order.
-  """
-  dependent = {}
-  order = []
-  stack = [(loss_op, False)]
-  while stack:
-    op, inputs_done = stack.pop()
-    if inputs_done:
-      dep = any(t.name in reads or dependent.get(t.op.name, False)
-                for t in op.inputs)
-      dependent[op.name] = dep
-      if dep:
-        order.append(op)
-    elif op.name not in dependent:
-      # Marked before its inputs are visited: a cycle (a v1 while loop)
-      # then reads False instead of looping forever.
-      dependent[op.name] = False
-      stack.append((op, True))
-      stack.extend((t.op, False) for t in op.inputs
-                   if t.name not in reads and t.op.name not in dependent)
-  return dependent, order
-
-
-def _graph_loss_function(loss, variables):
-  """A pure function `[values per variable] -> loss` copying `loss`'s graph.
-
-  A graph-mode loss Tensor is computed once per `session.run`; a
-  `tf.while_loop` cannot re-evaluate it at new points. So the part of the
-  graph between the variables' reads and the loss is imported again (inside
-  the loop body) with the reads replaced by the given values; every input
-  that does not depend on the variables (placeholders, constants, data) is
-  captured from the original graph unchanged, so `feed_dict` still applies.
-  """
-  graph = loss.graph
-  reads = _variable_reads(graph, variables)
-  dependent, order = _dependent_ops(loss.op, reads)
-  if not dependent[loss.op.name]:
-    _evaluators.check_depends([None])
-  graph_def = tf.compat.v1.GraphDef()
-  external = {}
-  for op in order:
-    node = graph_def.node.add()
-    node.CopyFrom(op.node_def)
-    # Control inputs would point at ops that are not copied; the data inputs
-    # carry every dependency the loss value has.
-    kept = [s for s in node.input if not s.startswith("^")]
-    del node.input[:]
-    node.input.extend(kept)
-    for t in op.inputs:
-      if t.name not in reads and not dependent.get(t.op.name, False):
-        external[t.name] = t
-
-  def function(values):
-    input_map = {name: values[i] for name, i in reads.items()}
-    for name, t in external.items():
-      # Captures the outer tensor into the current (loop body) graph.
-      input_map[name] = tf.identity(t)
-    # Only map tensors that the copied ops actually consume.
-    consumed = set()
-    for op in order:
-      consumed.update(t.name for t in op.inputs)
-    input_map = {k: v for k, v in input_map.items() if k in consumed}
-    (out,) = tf.compat.v1.import_graph_def(
-        graph_def, input_map=input_map, return_elements=[loss.name],
-        name="lbfgs_loss")
-    return out
-
-  return function
-
-
-@contextlib.contextmanager
-def _control_flow_v2():
-  """Builds `tf.while_loop`/`tf.cond` as v2 ops, even under TF1 behaviour.
-
-  After `tf.compat.v1.disable_v2_behavior()`, v1 control flow cannot feed the
-  loss function's captured inputs (placeholders) into a loop frame. The
-  previous setting is restored on exit, so the user's graph is otherwise
-  built as they asked.
-  """
-  previous = tf.compat.v1.control_flow_v2_enabled()
-  tf.compat.v1.enable_control_flow_v2()
-  try:
-    yield
-  finally:
-    if not previous:
-      tf.compat.v1.disable_control_flow_v2()
 
 
 class _BestSeen:
@@ -204,11 +92,13 @@ class _BestSeen:
   def update(self, x, f):
     """Records float64 `x` with loss `f` if better; TF-level, in the loop."""
     better = (f < self.f) & tf.reduce_all(tf.math.is_finite(x))
-    self.x.assign(tf.where(better, x, self.x))
-    self.f.assign(tf.where(better, f, self.f))
+    return tf.group(self.x.assign(tf.where(better, x, self.x)),
+                    self.f.assign(tf.where(better, f, self.f)))
 
   def reset(self, x, f):
-    return tf.group(self.x.assign(x), self.f.assign(f))
+    """Starts tracking from `x` with loss `f`; returns `f` once assigned."""
+    with tf.control_dependencies([self.x.assign(x), self.f.assign(f)]):
+      return tf.identity(f)
 
 
 class LbfgsOptimizerInterface(ExternalOptimizerInterface):
@@ -251,8 +141,9 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
 
     Raises:
       ValueError: `equalities`/`inequalities` given (use
-        `ScipyOptimizerInterface`), an unknown option, a bad
-        `iterations_per_call` or `dtype`.
+        `ScipyOptimizerInterface`), an unknown option, a bad `dtype`, an
+        `iterations_per_call` below 1 or a negative `max_iterations`.
+      TypeError: `iterations_per_call` or `max_iterations` not an integer.
     """
     for name, value in (("equalities", equalities),
                         ("inequalities", inequalities)):
@@ -268,11 +159,9 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
           "LbfgsOptimizerInterface got unknown option(s) %s; expected "
           "lbfgs_minimize options (%s), iterations_per_call or dtype." %
           (", ".join(unknown), ", ".join(_LBFGS_OPTIONS)))
-    ipc = optimizer_kwargs.get("iterations_per_call")
-    if ipc is not None and (isinstance(ipc, bool) or not isinstance(
-        ipc, (int, np.integer)) or ipc < 1):
-      raise ValueError("iterations_per_call must be None or an int >= 1; "
-                       "got %r." % (ipc,))
+    if optimizer_kwargs.get("iterations_per_call") is not None:
+      _validation.positive_int(optimizer_kwargs["iterations_per_call"],
+                               "iterations_per_call")
     super().__init__(loss, var_list, None, None, var_to_bounds,
                      jit_compile=jit_compile, **optimizer_kwargs)
     if (self._packed_bounds_arrays is not None
@@ -296,79 +185,77 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
         raise ValueError("dtype must be None, tf.float32 or tf.float64; got "
                          "%r." % (optimizer_kwargs.get("dtype"),))
     self._dtype = dtype
-    self._jit = jit_compile
+    self._solver = (lbfgs_minimize if self._packed_bounds_arrays is None
+                    else lbfgsb_minimize)
+    defaults = _defaults(self._solver)
     self._options = {k: v for k, v in optimizer_kwargs.items()
                      if k in _LBFGS_OPTIONS}
-    self._max_iterations = self._options.pop("max_iterations", 50)
-    if (isinstance(self._max_iterations, bool)
-        or not isinstance(self._max_iterations, (int, np.integer))
-        or self._max_iterations < 0):
-      raise ValueError("max_iterations must be an int >= 0; got %r." %
-                       (self._max_iterations,))
-    self._num_pairs = self._options.get("num_correction_pairs", 10)
-    self._compiled = None
-    self._graph_ops = None
-    self._best = None
-    if self._evaluator.mode == "graph":
-      self._build_graph_ops(loss)
+    self._max_iterations = _validation.positive_int(
+        self._options.pop("max_iterations", defaults["max_iterations"]),
+        "max_iterations", minimum=0)
+    self._num_pairs = self._options.get("num_correction_pairs",
+                                        defaults["num_correction_pairs"])
+    self._tolerance = self._options.get("tolerance", defaults["tolerance"])
+    self._build()
 
   @property
   def dtype(self):
     """The dtype L-BFGS works in."""
     return self._dtype
 
+  def _build(self):
+    """Compiles the resumed solve and the best-point bookkeeping, once.
+
+    Through the evaluator: in graph mode the ops are built here (so
+    `minimize` adds none); eagerly the solver is traced on first use.
+    """
+    n, m, dtype = self._packer.size, self._num_pairs, self._dtype
+    with self._evaluator.scope(), tf.name_scope("lbfgs_interface"):
+      self._best = _BestSeen(n)
+    scalar_i = tf.TensorSpec([], tf.int32)
+    x_spec = tf.TensorSpec([n], tf.float64)
+    previous = LBfgsOptimizerResults(
+        converged=tf.TensorSpec([], tf.bool),
+        failed=tf.TensorSpec([], tf.bool),
+        num_iterations=scalar_i, num_objective_evaluations=scalar_i,
+        position=tf.TensorSpec([n], dtype),
+        objective_value=tf.TensorSpec([], dtype),
+        objective_gradient=tf.TensorSpec([n], dtype),
+        position_deltas=tf.TensorSpec([m, n], dtype),
+        gradient_deltas=tf.TensorSpec([m, n], dtype))
+    compile_ = self._evaluator.compile
+    # Only the resumed solve is compiled: every run, from its first
+    # iteration, is a resumed run (see `_numpy_start_results`), which halves
+    # the tracing cost (or the graph).
+    self._resume = compile_(self._solve, [previous, scalar_i],
+                            "lbfgs_interface")
+    self._reset_best = compile_(
+        self._best.reset, [x_spec, tf.TensorSpec([], tf.float64)],
+        "lbfgs_interface_reset", jit_compile=False)
+    self._read_best = compile_(self._best.x.read_value, [],
+                               "lbfgs_interface_best", jit_compile=False)
+
   # --- The objective ----------------------------------------------------------
 
-  def _objective_eager(self, x):
+  def _objective(self, x):
     x = tf.cast(x, tf.float64)
-    loss, grad = self._evaluator.value_and_gradient_tf(x)
-    self._best.update(x, loss)
+    # Not an explicit control dependency of the loss on the update: that
+    # serializes the loop body and costs ~15% per evaluation on small models.
+    loss, grad = self._evaluator.value_and_gradient_tf(
+        x, observe=self._best.update)
     return tf.cast(loss, self._dtype), tf.cast(grad, self._dtype)
 
-  def _solve(self, objective, x0, previous, max_iterations):
+  def _solve(self, previous, max_iterations):
+    """Resumes L-BFGS (or, with bounds, L-BFGS-B) from `previous`."""
+    bounds = {}
     if self._packed_bounds_arrays is not None:
-      # Bounds known: L-BFGS-B (projected, same driver and results).
       lower, upper = (tf.constant(b, self._dtype)
                       for b in self._packed_bounds_arrays)
-      return lbfgsb_minimize(objective, x0, lower_bounds=lower,
-                             upper_bounds=upper,
-                             previous_optimizer_results=previous,
-                             max_iterations=max_iterations, **self._options)
-    if previous is not None:
-      return lbfgs_minimize(objective, None,
-                            previous_optimizer_results=previous,
-                            max_iterations=max_iterations, **self._options)
-    return lbfgs_minimize(objective, x0, max_iterations=max_iterations,
-                          **self._options)
-
-  # --- Eager mode ---------------------------------------------------------------
-
-  def _eager_functions(self):
-    if self._compiled is None:
-      n, m, dtype = self._packer.size, self._num_pairs, self._dtype
-      self._best = _BestSeen(n)
-      scalar_i = tf.TensorSpec([], tf.int32)
-      prev_spec = LBfgsOptimizerResults(
-          converged=tf.TensorSpec([], tf.bool),
-          failed=tf.TensorSpec([], tf.bool),
-          num_iterations=scalar_i, num_objective_evaluations=scalar_i,
-          position=tf.TensorSpec([n], dtype),
-          objective_value=tf.TensorSpec([], dtype),
-          objective_gradient=tf.TensorSpec([n], dtype),
-          position_deltas=tf.TensorSpec([m, n], dtype),
-          gradient_deltas=tf.TensorSpec([m, n], dtype))
-
-      def resume(previous, max_iterations):
-        return self._solve(self._objective_eager, None, previous,
-                           max_iterations)
-
-      # One concrete function, traced once per instance and never retraced:
-      # every run, from its first iteration, is a resumed run (see
-      # `_numpy_start_results`), which halves the tracing cost.
-      self._compiled = tf.function(
-          resume, jit_compile=self._jit, autograph=False,
-          input_signature=[prev_spec, scalar_i]).get_concrete_function()
-    return self._compiled
+      bounds = dict(lower_bounds=lower, upper_bounds=upper)
+    return self._solver(self._objective, None,
+                        previous_optimizer_results=previous,
+                        max_iterations=max_iterations, **bounds,
+                        **self._options)
 
   def _numpy_start_results(self, x0, run):
     """The results of a 0-iteration run from `x0`, in NumPy.
@@ -396,7 +283,9 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
           initial=0.)
     else:
       stationarity = np.abs(g).max(initial=0.)
-    tolerance = float(self._options.get("tolerance", 1e-8))
+    # The solver checks `tolerance` only when traced, which is later.
+    _validation._check_number(self._tolerance, "tolerance", tf.float64)  # pylint: disable=protected-access
+    tolerance = float(self._tolerance)
     converged = bool(f == -np.inf) or (finite and stationarity <= tolerance)
     m, n = self._num_pairs, self._packer.size
     return LBfgsOptimizerResults(
@@ -408,56 +297,20 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
         position_deltas=np.zeros([m, n], np_dtype),
         gradient_deltas=np.zeros([m, n], np_dtype))
 
-  # --- Graph mode ---------------------------------------------------------------
-
-  def _build_graph_ops(self, loss):
-    packer = self._packer
-    dtype, n, m = self._dtype, packer.size, self._num_pairs
-    loss_of_values = _graph_loss_function(loss, packer.variables)
-
-    # A function of its own: `tf.gradients` through the imported ops, traced
-    # straight into the loop body, loses the loop state's static shapes.
-    @tf.function(autograph=False)
-    def objective(x):
-      x = tf.cast(x, tf.float64)
-      values = packer.unpack(x)
-      value = loss_of_values(values)
-      grads = tf.gradients(value, values)
-      value = tf.reshape(value, [])
-      self._best.update(x, tf.cast(value, tf.float64))
-      return (tf.cast(value, dtype),
-              tf.cast(packer.pack_tensors(grads), dtype))
-
-    with loss.graph.as_default(), tf.name_scope("lbfgs_interface"):
-      ph = tf.compat.v1.placeholder
-      self._best = _BestSeen(n)
-      best_x, best_f = ph(tf.float64, [n]), ph(tf.float64, [])
-      self._graph_reset = (best_x, best_f, self._best.reset(best_x, best_f))
-      max_it = ph(tf.int32, [], name="max_iterations")
-      prev = LBfgsOptimizerResults(
-          converged=ph(tf.bool, []), failed=ph(tf.bool, []),
-          num_iterations=ph(tf.int32, []),
-          num_objective_evaluations=ph(tf.int32, []),
-          position=ph(dtype, [n]), objective_value=ph(dtype, []),
-          objective_gradient=ph(dtype, [n]),
-          position_deltas=ph(dtype, [m, n]),
-          gradient_deltas=ph(dtype, [m, n]))
-      # Only the resumed solve is built: a run starts by resuming from the
-      # 0-iteration results (`_numpy_start_results`), which halves the graph.
-      with _control_flow_v2():
-        resume = self._solve(objective, None, prev, max_it)
-    self._graph_ops = (prev, max_it, resume)
-
   # --- minimize -------------------------------------------------------------------
 
   def minimize(self, session=None, feed_dict=None, fetches=None,
-               step_callback=None, loss_callback=None, **run_kwargs):
+               step_callback=None, loss_callback=None,
+               progress_callback=None, **run_kwargs):
     """Minimizes the loss on the device and assigns the optimum.
 
     Args: as `ExternalOptimizerInterface.minimize`, except that
-      `step_callback(x)` and `loss_callback(*fetched)` are called once per
-      chunk of `iterations_per_call` iterations, at the chunk's end point.
-      Raising `StopIteration` in either ends the run at that point.
+      `step_callback(x)`, `loss_callback(*fetched)` and
+      `progress_callback(progress)` are called once per chunk of
+      `iterations_per_call` iterations, at the chunk's end point (`progress`
+      has the solver's own `fun`, `nit` and `nfev` there: no evaluation is
+      added). Raising `StopIteration` in any of them ends the run at that
+      point.
 
     Returns:
       A `scipy.optimize.OptimizeResult` with `x` (packed float64 point now
@@ -473,124 +326,52 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
       the last completed chunk's point, or the initial point) has been
       assigned to the variables.
     """
-    run = self._evaluator.bind(session, feed_dict, fetches, run_kwargs)
-    for name, cb in (("step_callback", step_callback),
-                     ("loss_callback", loss_callback)):
-      if cb is not None and not callable(cb):
-        raise ValueError("%s must be callable; got %s." %
-                         (name, type(cb).__name__))
-    graph = self._evaluator.mode == "graph"
-    if graph:
-      session = session or tf.compat.v1.get_default_session()
-      feed = dict(feed_dict) if feed_dict else {}
-      prev_ph, max_it_ph, resume_op = self._graph_ops
-      best_x_ph, best_f_ph, reset_best = self._graph_reset
+    return super().minimize(session, feed_dict, fetches, step_callback,
+                            loss_callback, progress_callback, **run_kwargs)
 
-      def track_from(x0, f0):
-        session.run(reset_best, feed_dict={best_x_ph: x0, best_f_ph: f0},
-                    **run_kwargs)
-
-      def best_seen():
-        return session.run(self._best.x)
-
-      def resume(previous, max_iterations):
-        fd = dict(feed)
-        fd.update(zip(prev_ph, previous))
-        fd[max_it_ph] = max_iterations
-        return session.run(resume_op, feed_dict=fd, **run_kwargs)
-    else:
-      resume_fn = self._eager_functions()
-
-      def track_from(x0, f0):
-        self._best.reset(x0, f0)
-
-      def best_seen():
-        return self._best.x.numpy()
-
-      def resume(previous, max_iterations):
-        return resume_fn(previous, tf.constant(max_iterations, tf.int32))
-
-    tracking = []
-
-    def start(x0, max_iterations):
-      previous = self._numpy_start_results(x0, run)
-      f0 = float(previous.objective_value)
-      track_from(previous.position.astype(np.float64),
-                 f0 if math.isfinite(f0) else math.inf)
-      tracking.append(True)
-      return resume(previous, max_iterations)
-
-    callbacks = step_callback is not None or loss_callback is not None
+  def _optimize(self, state):
+    """The chunk loop, for `minimize`'s template (`_run.run`)."""
+    run = state.run
     chunk = self.optimizer_kwargs.get("iterations_per_call")
     if chunk is None:
-      chunk = 1 if callbacks else max(self._max_iterations, 1)
+      chunk = 1 if state.has_callbacks else max(self._max_iterations, 1)
     total = self._max_iterations
-    initial = np.asarray(run.read(), dtype=np.float64)
-    x_best = initial
-    fetch_fn = None
-    if loss_callback is not None and fetches and not graph:
-      fetch_fn = self._evaluator.value_fn(list(fetches))
-    results = None
-    self._last_results = None
-    stopped = False
-    try:
-      done = 0
-      while True:
-        target = min(done + chunk, total)
-        if results is None:
-          results = start(initial.astype(self._dtype.as_numpy_dtype), target)
-        else:
-          results = resume(results, target)
-        numpy_results = LBfgsOptimizerResults(
-            *[np.asarray(getattr(t, "numpy", lambda t=t: t)())
-              for t in results])
-        x_best = numpy_results.position.astype(np.float64)
-        # For subclasses and `tf_extopt.keras.fit`: the state the callbacks
-        # are about to see.
-        self._last_results = numpy_results
-        previous_done, done = done, int(numpy_results.num_iterations)
-        finished = (bool(numpy_results.converged)
-                    or bool(numpy_results.failed) or done >= total
-                    # No progress possible in this chunk: stop too.
-                    or target > done)
-        # Callbacks run once per chunk that made progress.
-        if callbacks and done > previous_done:
-          run.assign(x_best)
-          try:
-            if step_callback is not None:
-              step_callback(x_best.copy())
-            if loss_callback is not None:
-              if graph:
-                fetched = session.run(list(fetches or []),
-                                      feed_dict=feed or None, **run_kwargs)
-              elif fetch_fn is not None:
-                _, fetched = fetch_fn(tf.constant(x_best))
-                fetched = [f.numpy() for f in fetched]
-              else:
-                fetched = []
-              loss_callback(*fetched)
-          except StopIteration:
-            stopped = True
-        if stopped or finished:
-          break
-    except BaseException:
-      # Never leave the variables at the last trial point of a cut run: the
-      # best point the loop evaluated is at least as good as the last
-      # completed chunk's.
-      if tracking:
-        try:
-          x_best = best_seen()
-        except Exception:  # pylint: disable=broad-except
-          pass  # The session itself failed; keep the last chunk's point.
-      run.assign(x_best)
-      raise
-    run.assign(x_best)
-    r = numpy_results
+    results = self._numpy_start_results(
+        state.best.x.astype(self._dtype.as_numpy_dtype), run)
+    f0 = float(results.objective_value)
+    self._reset_best(run, results.position.astype(np.float64),
+                     f0 if math.isfinite(f0) else math.inf)
+    # From here on, a failure assigns the best point the loop evaluated.
+    state.recover = lambda: self._read_best(run)
+    done = 0
+    while True:
+      target = min(done + chunk, total)
+      results = LBfgsOptimizerResults(*map(np.asarray, self._resume(
+          run, results, np.int32(target))))
+      fun = float(results.objective_value)
+      # The chunk's end point: what the variables get if the run stops now.
+      state.best.set(results.position, fun,
+                     results.objective_gradient)
+      state.stop_fields["lbfgs_results"] = results
+      previous_done, done = done, int(results.num_iterations)
+      # Callbacks run once per chunk that made progress.
+      if state.has_callbacks and done > previous_done:
+        run.assign(state.best.x)
+        state.iteration(state.best.x.copy(), fun, nit=done,
+                        nfev=int(results.num_objective_evaluations))
+        if state.loss_callback is not None:
+          _run.call_user(state.loss_callback, *run.fetch(state.best.x))
+      if (bool(results.converged) or bool(results.failed) or done >= total
+          # No progress possible in this chunk: stop too.
+          or target > done):
+        break
+    return self._result(results, total)
+
+  @staticmethod
+  def _result(r, max_iterations):
+    """The `OptimizeResult` of a run that ended with results `r`."""
     fun = float(r.objective_value)
-    if stopped:
-      status, message = _STATUS_STOPPED, (
-          "`step_callback` or `loss_callback` raised StopIteration.")
-    elif bool(r.converged):
+    if bool(r.converged):
       status, message = _STATUS_CONVERGED, "Converged."
     elif bool(r.failed):
       status, message = _STATUS_FAILED, (
@@ -599,11 +380,10 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
           "Failed: the loss or gradient is not finite at the start point.")
     else:
       status, message = _STATUS_MAX_ITERATIONS, (
-          "Stopped after max_iterations=%d iterations." % total)
-    result = OptimizeResult(
-        x=x_best, fun=fun, jac=r.objective_gradient.astype(np.float64),
-        success=bool(r.converged) and not stopped, status=status,
-        message=message, nit=int(r.num_iterations),
-        nfev=int(r.num_objective_evaluations), lbfgs_results=r)
-    self._log(result)
-    return result
+          "Stopped after max_iterations=%d iterations." % max_iterations)
+    return OptimizeResult(
+        x=r.position.astype(np.float64), fun=fun,
+        jac=r.objective_gradient.astype(np.float64),
+        success=bool(r.converged), status=status, message=message,
+        nit=int(r.num_iterations), nfev=int(r.num_objective_evaluations),
+        lbfgs_results=r)

@@ -1,0 +1,143 @@
+"""From what the user passed to an interface to a problem it can evaluate.
+
+`Problem` validates `loss`, `var_list`, the constraints and `var_to_bounds`,
+and decides here, once, between the two worlds:
+
+* **graph mode** when `loss` is a symbolic Tensor or eager execution is off
+  (`tf.compat.v1` graphs and sessions): the loss and constraints are scalar
+  Tensors (zero-argument callables are called once, to build them), and
+  `var_list` defaults to the graph's trainable variables;
+* **eager mode** otherwise: the loss and constraints are zero-argument
+  callables, `var_list` is required.
+
+The decision is the choice of evaluator (`_evaluators.GraphEvaluator` or
+`EagerEvaluator`); nothing downstream asks which it was.
+"""
+
+import tensorflow as tf
+
+from tf_extopt import _evaluators
+from tf_extopt import _packing
+
+
+def _as_list(value, name):
+  if value is None:
+    return []
+  if isinstance(value, (list, tuple)):
+    return list(value)
+  raise ValueError("%s must be a list of constraints; got %s." %
+                   (name, type(value).__name__))
+
+
+def _graph_tensor(value, name, graph=None):
+  """Checks that `value` is a scalar Tensor (in `graph`, if given)."""
+  if not tf.is_symbolic_tensor(value):
+    raise ValueError("In graph mode %s must be a scalar Tensor; got %s."
+                     % (name, type(value).__name__))
+  if graph is not None and value.graph is not graph:
+    raise ValueError("%s is in a different graph than loss." % name)
+  if value.shape.rank is not None and value.shape.num_elements() != 1:
+    raise ValueError("%s must be a scalar Tensor; got shape %s." %
+                     (name, value.shape))
+  return value
+
+
+def _is_graph_mode(loss, owner):
+  """Whether `loss` belongs to a TF1 graph; rejects the impossible cases."""
+  if tf.inside_function():
+    raise ValueError(
+        "%s cannot be created inside tf.function: it drives a Python "
+        "optimizer. Create it eagerly with a loss callable, or in a "
+        "tf.Graph with a loss Tensor." % owner)
+  if tf.is_tensor(loss) and not tf.is_symbolic_tensor(loss):
+    raise ValueError(
+        "In eager mode loss must be a zero-argument callable returning "
+        "the loss; got an eager Tensor (a value already computed, which "
+        "cannot be re-evaluated at new variable values).")
+  return tf.is_symbolic_tensor(loss) or not tf.executing_eagerly()
+
+
+class Problem:
+  """A validated problem and the evaluator for it.
+
+  Attributes:
+    packer: The `_packing.VariablePacker` of the optimized variables.
+    evaluator: A `GraphEvaluator` or `EagerEvaluator`.
+    packed_bounds: `(lower, upper)` float64 arrays, or None.
+    num_equalities, num_inequalities: Constraint counts.
+  """
+
+  def __init__(self, owner, loss, var_list, equalities, inequalities,
+               var_to_bounds, jit_compile):
+    """Validates the user's arguments and builds the evaluator.
+
+    Args:
+      owner: The interface's class name, for error messages.
+      loss, var_list, equalities, inequalities, var_to_bounds, jit_compile:
+        As `ExternalOptimizerInterface.__init__` takes them.
+
+    Raises:
+      ValueError: As `ExternalOptimizerInterface.__init__` documents.
+    """
+    equalities = _as_list(equalities, "equalities")
+    inequalities = _as_list(inequalities, "inequalities")
+    graph_mode = _is_graph_mode(loss, owner)
+    if graph_mode:
+      loss, var_list, equalities, inequalities = self._graph_arguments(
+          loss, var_list, equalities, inequalities, jit_compile)
+    else:
+      self._check_eager_arguments(loss, var_list, equalities, inequalities)
+    self.packer = _packing.VariablePacker(_packing.resolve_var_list(var_list))
+    self.packed_bounds = self.packer.packed_bounds(var_to_bounds)
+    self.num_equalities = len(equalities)
+    self.num_inequalities = len(inequalities)
+    if graph_mode:
+      self.evaluator = _evaluators.GraphEvaluator(
+          loss, self.packer, equalities, inequalities)
+    else:
+      self.evaluator = _evaluators.EagerEvaluator(
+          loss, self.packer, equalities, inequalities,
+          jit_compile=jit_compile)
+
+  @staticmethod
+  def _graph_arguments(loss, var_list, equalities, inequalities,
+                       jit_compile):
+    """Graph mode: builds and checks the Tensors, defaults `var_list`."""
+    if jit_compile:
+      raise ValueError("jit_compile applies to eager mode only; in graph "
+                       "mode the session runs the graph as built.")
+    if callable(loss) and not tf.is_tensor(loss):
+      loss = loss()
+    loss = _graph_tensor(loss, "loss")
+    equalities = [_graph_tensor(c() if callable(c) else c,
+                                "equalities[%d]" % i, loss.graph)
+                  for i, c in enumerate(equalities)]
+    inequalities = [_graph_tensor(c() if callable(c) else c,
+                                  "inequalities[%d]" % i, loss.graph)
+                    for i, c in enumerate(inequalities)]
+    if var_list is None:
+      var_list = loss.graph.get_collection(
+          tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
+      if not var_list:
+        raise ValueError("var_list is None and the graph has no trainable "
+                         "variables.")
+    return loss, var_list, equalities, inequalities
+
+  @staticmethod
+  def _check_eager_arguments(loss, var_list, equalities, inequalities):
+    if not callable(loss):
+      raise ValueError(
+          "In eager mode loss must be a zero-argument callable; got %s."
+          % type(loss).__name__)
+    if var_list is None:
+      raise ValueError(
+          "var_list is required in eager mode: pass the variables, or the "
+          "Keras model/layer or tf.Module whose trainable variables to "
+          "optimize.")
+    for name, cons in (("equalities", equalities),
+                       ("inequalities", inequalities)):
+      for i, c in enumerate(cons):
+        if not callable(c):
+          raise ValueError(
+              "In eager mode %s[%d] must be a zero-argument callable; got "
+              "%s." % (name, i, type(c).__name__))

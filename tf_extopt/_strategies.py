@@ -1,0 +1,123 @@
+"""The two `_driver.Strategy`s: plain L-BFGS and L-BFGS-B.
+
+`lbfgs_minimize` runs `unconstrained_strategy`; `lbfgsb_minimize` runs
+`bounded_strategy`, which falls back to the unconstrained one for problems
+(or batch members) without bounds.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tf_extopt import _cauchy
+from tf_extopt import _compact
+from tf_extopt import _convergence
+from tf_extopt import _dense
+from tf_extopt import _driver
+from tf_extopt import _memory
+from tf_extopt import _subspace
+
+# SciPy's L-BFGS-B cap on a step that no bound limits (``stpmx``).
+MAX_STEP = 1e10
+
+
+def unconstrained_strategy(initial_inverse_hessian=None):
+  """The `_driver.Strategy` of plain L-BFGS (optionally with a fixed `H0`)."""
+
+  def direction(x, g, memory):
+    del x
+    return _memory.direction(memory, g, initial_inverse_hessian)
+
+  def max_step(x, d):
+    del d
+    return tf.fill(tf.shape(x)[:1], tf.constant(MAX_STEP, x.dtype))
+
+  def initial_step(d, iteration, memory):
+    # Not `d[:, 0]`, which fails on an empty problem (n = 0).
+    one = tf.ones(tf.shape(d)[:1], d.dtype)
+    if initial_inverse_hessian is not None:
+      return one
+    first = tf.equal(iteration, 0) & tf.equal(memory.count, 0)
+    return tf.where(first,
+                    tf.math.divide_no_nan(one, tf.norm(d, axis=-1)), one)
+
+  def stationarity(x, g):
+    del x
+    return _convergence.sup_norm(g)
+
+  return _driver.Strategy(
+      direction=direction, stationarity=stationarity, max_step=max_step,
+      initial_step=initial_step, project=lambda x: x,
+      reset_on_bad_curvature=True, refine_steps=True)
+
+
+def bounded_strategy(lower, upper, dense_ratio):
+  """The `_driver.Strategy` of L-BFGS-B for flat `[B, n]` bounds.
+
+  The explicit `n x n` matrix (`_dense`) is used while `n <= dense_ratio *
+  m`, the compact representation beyond.
+  """
+  unbounded = tf.reduce_all(
+      tf.equal(lower, -np.inf) & tf.equal(upper, np.inf), axis=-1)
+  boxed = tf.reduce_all(
+      tf.math.is_finite(lower) & tf.math.is_finite(upper), axis=-1)
+
+  plain_strategy = unconstrained_strategy()
+
+  def project(x):
+    return tf.clip_by_value(x, lower, upper)
+
+  def direction(x, g, memory):
+    n = x.shape[-1]
+    if n is not None and n <= dense_ratio * memory.s.shape[0]:
+      theta, matrix = _dense.bfgs_matrix(memory)
+      cauchy = _dense.cauchy_point(x, g, lower, upper, theta, matrix)
+      du, ok = _dense.newton_step(x, g, matrix, cauchy)
+      representation_ok = tf.ones_like(ok)
+    else:
+      compact = _compact.compact_form(memory)
+      cauchy = _cauchy.generalized_cauchy_point(x, g, lower, upper, compact)
+      du, ok = _subspace.newton_step(x, g, compact, cauchy)
+      representation_ok = compact.ok
+    plain = plain_strategy.direction(x, g, memory)
+    # With every variable free at x^c the subspace minimiser is the model's
+    # unconstrained minimiser x - H g: take it from the two-loop recursion,
+    # which is the same point but far better conditioned in float32 than the
+    # 2m x 2m systems once the pairs are tiny.
+    all_free = tf.reduce_all(cauchy.free, axis=-1)
+    du = tf.where(all_free[:, None], x + plain - cauchy.x, du)
+    ok = ok | all_free
+    x_bar = _subspace.bring_inside(x, g, lower, upper, cauchy, du)
+    use_subspace = (memory.count > 0) & tf.reduce_any(cauchy.free, axis=-1)
+    x_bar = tf.where(use_subspace[:, None], x_bar, cauchy.x)
+    d = x_bar - x
+    # A singular system: NaN makes the driver drop the memory and recompute.
+    ok = representation_ok & (ok | ~use_subspace)
+    d = tf.where(ok[:, None], d, tf.constant(np.nan, x.dtype))
+    return tf.where(unbounded[:, None], plain, d)
+
+  def max_step(x, d):
+    big = tf.constant(MAX_STEP, x.dtype)
+    to_bound = tf.where(
+        d > 0, (upper - x) / tf.where(d > 0, d, tf.ones_like(d)),
+        tf.where(d < 0, (lower - x) / tf.where(d < 0, d, tf.ones_like(d)),
+                 big))
+    feasible = tf.minimum(tf.reduce_min(to_bound, axis=-1), big)
+    # x + d is feasible by construction; do not let roundoff cut it short.
+    feasible = tf.maximum(feasible, tf.ones_like(feasible))
+    return tf.where(unbounded, tf.fill(tf.shape(feasible), big), feasible)
+
+  def initial_step(d, iteration, memory):
+    one = tf.ones(tf.shape(d)[:1], d.dtype)  # `d[:, 0]` fails when n = 0.
+    first = tf.equal(iteration, 0) & tf.equal(memory.count, 0)
+    inverse_norm = tf.math.divide_no_nan(one, tf.norm(d, axis=-1))
+    bounded_first = tf.where(boxed, one, tf.minimum(inverse_norm, one))
+    return tf.where(first, tf.where(unbounded, inverse_norm, bounded_first),
+                    one)
+
+  def stationarity(x, g):
+    return _convergence.sup_norm(tf.clip_by_value(x - g, lower, upper) - x)
+
+  return _driver.Strategy(
+      direction=direction, stationarity=stationarity, max_step=max_step,
+      initial_step=initial_step, project=project,
+      reset_on_bad_curvature=False)
