@@ -1,7 +1,7 @@
 """DeepXDE's Burgers example on both TF backends: its L-BFGS against tf_extopt.
 
 Each DeepXDE backend runs in its own process (`DDE_BACKEND`), driven through
-`tests/_deepxde_burgers.py`, the worker the integration tests use. In that
+`benchmarks/_deepxde_burgers.py`, the worker the integration tests use too. In that
 process Adam trains the network once; then every L-BFGS run starts from the
 same Adam weights, with DeepXDE's default L-BFGS options except `maxiter`:
 
@@ -30,7 +30,7 @@ import subprocess
 import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_WORKER = os.path.join(_ROOT, "tests", "_deepxde_burgers.py")
+_WORKER = os.path.join(_ROOT, "benchmarks", "_deepxde_burgers.py")
 _BACKENDS = ("tensorflow", "tensorflow.compat.v1")
 _LABELS = {
     "tfp": "TFP's `lbfgs_minimize` (DeepXDE's default)",

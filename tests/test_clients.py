@@ -3,7 +3,7 @@
 Real libraries, nothing mocked (they come with the `test` extra).
 
 DeepXDE picks its backend once per process from `DDE_BACKEND`, so each
-backend runs `tests/_deepxde_burgers.py` in its own subprocess: DeepXDE's
+backend runs `benchmarks/_deepxde_burgers.py` in its own subprocess: DeepXDE's
 Burgers problem, a short Adam phase, then `model.compile("L-BFGS")` and
 `model.train()` with the user's one-line swap in place (see that module). The
 swapped-in object counts its calls and records what DeepXDE passed, so the
@@ -30,7 +30,7 @@ import tf_extopt
 pytestmark = pytest.mark.slow
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_WORKER = os.path.join(_ROOT, "tests", "_deepxde_burgers.py")
+_WORKER = os.path.join(_ROOT, "benchmarks", "_deepxde_burgers.py")
 # DeepXDE's defaults (`dde.optimizers.set_LBFGS_options()`).
 _DEFAULTS = dict(maxcor=100, ftol=0, gtol=1e-8, maxls=50)
 

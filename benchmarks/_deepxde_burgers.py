@@ -4,7 +4,9 @@ Run as a script in a fresh process whose `DDE_BACKEND` environment variable
 (DeepXDE's documented switch) selects `tensorflow` or `tensorflow.compat.v1`;
 the last line of its output is a JSON report. `tests/test_clients.py` and
 `benchmarks/clients_bench.py` both drive it, so the tests check exactly what
-the benchmark measures.
+the benchmark measures. It lives with the benchmarks because the report also
+carries wall times, which only `clients_bench.py` reads: tests never assert
+on speed.
 
 The problem is DeepXDE's own Burgers example (u_t + u u_x = 0.01/pi u_xx on
 [-1, 1] x [0, 0.99], u = 0 on the boundary, u(x, 0) = -sin(pi x), a 3 x 20
