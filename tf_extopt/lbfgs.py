@@ -141,19 +141,22 @@ def lbfgs_minimize(value_and_gradients_function,
     J. J. Moré, D. J. Thuente. Line search algorithms with guaranteed
     sufficient decrease. ACM TOMS 20(3), 1994.
   """
+  # The options the driver takes as they are; the eager call passes them on.
+  options = dict(
+      num_correction_pairs=num_correction_pairs, tolerance=tolerance,
+      x_tolerance=x_tolerance, f_relative_tolerance=f_relative_tolerance,
+      f_absolute_tolerance=f_absolute_tolerance,
+      max_iterations=max_iterations,
+      parallel_iterations=parallel_iterations,
+      stopping_condition=stopping_condition,
+      max_line_search_iterations=max_line_search_iterations,
+      compile_update=compile_update)
   if _eager.compiles_here():
     return _eager.call(lbfgs_minimize, value_and_gradients_function, dict(
         initial_position=initial_position,
         previous_optimizer_results=previous_optimizer_results,
-        num_correction_pairs=num_correction_pairs, tolerance=tolerance,
-        x_tolerance=x_tolerance, f_relative_tolerance=f_relative_tolerance,
         initial_inverse_hessian_estimate=initial_inverse_hessian_estimate,
-        max_iterations=max_iterations,
-        parallel_iterations=parallel_iterations,
-        stopping_condition=stopping_condition,
-        max_line_search_iterations=max_line_search_iterations,
-        f_absolute_tolerance=f_absolute_tolerance, name=name,
-        compile_update=compile_update), _eager_tensors)
+        name=name, **options), _eager_tensors)
   with tf.name_scope(name or "minimize"):
 
     def make_strategy(position):
@@ -169,16 +172,7 @@ def lbfgs_minimize(value_and_gradients_function,
 
     return _driver.minimize(
         value_and_gradients_function, initial_position,
-        previous_optimizer_results, make_strategy,
-        num_correction_pairs=num_correction_pairs, tolerance=tolerance,
-        x_tolerance=x_tolerance, f_relative_tolerance=f_relative_tolerance,
-        f_absolute_tolerance=f_absolute_tolerance,
-        max_iterations=max_iterations,
-        parallel_iterations=parallel_iterations,
-        stopping_condition=stopping_condition,
-        max_line_search_iterations=max_line_search_iterations,
-        compile_update=compile_update)
-
+        previous_optimizer_results, make_strategy, **options)
 
 def _eager_tensors(arguments):
   """The tensor-valued arguments of an eager call, converted and checked."""

@@ -178,19 +178,22 @@ def lbfgsb_minimize(value_and_gradients_function,
     J. L. Morales, J. Nocedal. Remark on "Algorithm 778: L-BFGS-B". ACM TOMS
     38(1), 2011.
   """
+  # The options the driver takes as they are; the eager call passes them on.
+  options = dict(
+      num_correction_pairs=num_correction_pairs, tolerance=tolerance,
+      x_tolerance=x_tolerance, f_relative_tolerance=f_relative_tolerance,
+      f_absolute_tolerance=f_absolute_tolerance,
+      max_iterations=max_iterations,
+      parallel_iterations=parallel_iterations,
+      stopping_condition=stopping_condition,
+      max_line_search_iterations=max_line_search_iterations,
+      compile_update=compile_update)
   if _eager.compiles_here():
     return _eager.call(lbfgsb_minimize, value_and_gradients_function, dict(
         initial_position=initial_position, lower_bounds=lower_bounds,
         upper_bounds=upper_bounds,
-        previous_optimizer_results=previous_optimizer_results,
-        num_correction_pairs=num_correction_pairs, tolerance=tolerance,
-        x_tolerance=x_tolerance, f_relative_tolerance=f_relative_tolerance,
-        max_iterations=max_iterations,
-        parallel_iterations=parallel_iterations,
-        stopping_condition=stopping_condition,
-        max_line_search_iterations=max_line_search_iterations,
-        f_absolute_tolerance=f_absolute_tolerance, name=name,
-        compile_update=compile_update), _eager_tensors)
+        previous_optimizer_results=previous_optimizer_results, name=name,
+        **options), _eager_tensors)
   with tf.name_scope(name or "lbfgsb_minimize"):
 
     def make_strategy(position):
@@ -209,16 +212,7 @@ def lbfgsb_minimize(value_and_gradients_function,
 
     return _driver.minimize(
         value_and_gradients_function, initial_position,
-        previous_optimizer_results, make_strategy,
-        num_correction_pairs=num_correction_pairs, tolerance=tolerance,
-        x_tolerance=x_tolerance, f_relative_tolerance=f_relative_tolerance,
-        f_absolute_tolerance=f_absolute_tolerance,
-        max_iterations=max_iterations,
-        parallel_iterations=parallel_iterations,
-        stopping_condition=stopping_condition,
-        max_line_search_iterations=max_line_search_iterations,
-        compile_update=compile_update)
-
+        previous_optimizer_results, make_strategy, **options)
 
 def _eager_tensors(arguments):
   """The tensor-valued arguments of an eager call, converted and checked.
