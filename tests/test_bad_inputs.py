@@ -443,8 +443,13 @@ INTERFACE_ERRORS = [
     ("lbfgs_dtype_bfloat16", LbfgsOptimizerInterface,
      {"dtype": tf.bfloat16}, ValueError,
      "dtype must be None, tf.float32 or tf.float64"),
+    ("lbfgs_dtype_not_a_dtype", LbfgsOptimizerInterface,
+     {"dtype": "nope"}, TypeError,
+     "dtype must be None, tf.float32 or tf.float64; got 'nope'"),
     ("scipy_options_list", ScipyOptimizerInterface, {"options": [1]},
-     ValueError, "options must be a dict"),
+     TypeError, "options must be a dict; got list"),
+    ("scipy_method_int", ScipyOptimizerInterface, {"method": 3},
+     TypeError, "method must be a SciPy method name or a callable; got int"),
     ("scipy_unknown_method", ScipyOptimizerInterface, {"method": "nope"},
      ValueError, "method 'nope' is not a scipy.optimize.minimize method"),
     ("scipy_bounds_kwarg", ScipyOptimizerInterface, {"bounds": [(0, 1)]},
@@ -459,6 +464,76 @@ def test_interface_option_errors(row):
   x = tf.Variable([1., 2.])
   with pytest.raises(error, match=match):
     cls(lambda: tf.reduce_sum(x * x), [x], **kwargs)
+
+
+CONSTRUCTOR_TYPE_ERRORS = [
+    ("eager_tensor_loss", lambda x: dict(loss=tf.reduce_sum(x * x)),
+     "loss must be a zero-argument callable returning the loss; got an eager "
+     "Tensor"),
+    ("loss_not_callable", lambda x: dict(loss=3.0),
+     "In eager mode loss must be a zero-argument callable; got float"),
+    ("var_list_entry", lambda x: dict(var_list=[x, "w"]),
+     "`var_list` entries must be tf.Variable.*got str"),
+    ("equalities_not_list", lambda x: dict(equalities=lambda: x[0]),
+     "equalities must be a list of constraints; got function"),
+]
+
+MINIMIZE_TYPE_ERRORS = [
+    ("step_callback", dict(step_callback="print"),
+     "step_callback must be callable; got str"),
+    ("loss_callback", dict(loss_callback=3),
+     "loss_callback must be callable; got int"),
+    ("progress_callback", dict(progress_callback=[]),
+     "progress_callback must be callable; got list"),
+    ("fetches", dict(fetches="loss"),
+     "fetches must be a list of values to pass to loss_callback; got str"),
+]
+
+
+@pytest.mark.parametrize("cls", [ScipyOptimizerInterface,
+                                 LbfgsOptimizerInterface])
+@pytest.mark.parametrize("row", CONSTRUCTOR_TYPE_ERRORS,
+                         ids=[r[0] for r in CONSTRUCTOR_TYPE_ERRORS])
+def test_interface_constructor_type_errors(row, cls):
+  _, make_kwargs, match = row
+  x = tf.Variable([1., 2.])
+  kwargs = dict(loss=lambda: tf.reduce_sum(x * x), var_list=[x])
+  kwargs.update(make_kwargs(x))
+  if cls is LbfgsOptimizerInterface and "equalities" in kwargs:
+    match = "LbfgsOptimizerInterface does not take equalities"
+    with pytest.raises(ValueError, match=match):
+      cls(**kwargs)
+    return
+  with pytest.raises(TypeError, match=match):
+    cls(**kwargs)
+
+
+@pytest.mark.parametrize("cls", [ScipyOptimizerInterface,
+                                 LbfgsOptimizerInterface])
+@pytest.mark.parametrize("row", MINIMIZE_TYPE_ERRORS,
+                         ids=[r[0] for r in MINIMIZE_TYPE_ERRORS])
+def test_interface_minimize_type_errors_leave_variables(row, cls):
+  _, kwargs, match = row
+  x = tf.Variable([1., 2.])
+  optimizer = cls(lambda: tf.reduce_sum(x * x), [x])
+  with pytest.raises(TypeError, match=match):
+    optimizer.minimize(**kwargs)
+  np.testing.assert_array_equal(x.numpy(), [1., 2.])
+
+
+def test_graph_session_and_feed_dict_type_errors():
+  with tf.Graph().as_default():
+    x = tf.compat.v1.Variable([1., 2.])
+    optimizer = ScipyOptimizerInterface(tf.reduce_sum(x * x), [x])
+    with tf.compat.v1.Session() as session:
+      session.run(x.initializer)
+      with pytest.raises(TypeError,
+                         match="session must be a tf.compat.v1.Session; got "
+                         "str"):
+        optimizer.minimize("session")
+      with pytest.raises(TypeError, match="feed_dict must be a dict; got list"):
+        optimizer.minimize(session, feed_dict=[1])
+      np.testing.assert_array_equal(session.run(x), [1., 2.])
 
 
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["tf_function",
@@ -532,7 +607,7 @@ KERAS_ERRORS = [
     ("max_iterations_float", lambda x, y: dict(x=x, y=y, max_iterations=2.5),
      TypeError, r"`max_iterations` must be a Python integer >= 0; got 2\.5"),
     ("callbacks_str", lambda x, y: dict(x=x, y=y, callbacks="EarlyStopping"),
-     ValueError, "callbacks must be a list of Keras callbacks; got str"),
+     TypeError, "callbacks must be a list of Keras callbacks; got str"),
 ]
 
 

@@ -434,7 +434,7 @@ def test_errors(data):
     tf_extopt.keras.fit(model, x, y, method=None)
   with pytest.raises(ValueError, match="not a scipy.optimize.minimize"):
     tf_extopt.keras.fit(model, x, y, method="adam")
-  with pytest.raises(ValueError, match="model must be a Keras"):
+  with pytest.raises(TypeError, match="model must be a Keras"):
     tf_extopt.keras.fit(object(), x, y)
   frozen = _keras3_model()
   frozen.trainable = False

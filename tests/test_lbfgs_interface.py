@@ -422,7 +422,7 @@ def test_eager_call_errors():
   opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w])
   with pytest.raises(ValueError, match="session"):
     opt.minimize(session=object())
-  with pytest.raises(ValueError, match="step_callback must be callable"):
+  with pytest.raises(TypeError, match="step_callback must be callable"):
     opt.minimize(step_callback=3)
   with pytest.raises(ValueError, match="var_list is required"):
     LbfgsOptimizerInterface(lambda: _loss_terms(v, w))

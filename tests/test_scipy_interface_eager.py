@@ -395,14 +395,14 @@ def test_eager_only_errors():
 
   with pytest.raises(ValueError, match="var_list is required in eager mode"):
     ScipyOptimizerInterface(loss)
-  with pytest.raises(ValueError, match="eager Tensor"):
+  with pytest.raises(TypeError, match="eager Tensor"):
     ScipyOptimizerInterface(loss(), [x])
-  with pytest.raises(ValueError, match="must be a zero-argument callable"):
+  with pytest.raises(TypeError, match="must be a zero-argument callable"):
     ScipyOptimizerInterface(3.0, [x])
-  with pytest.raises(ValueError, match=r"equalities\[0\] must be a "
+  with pytest.raises(TypeError, match=r"equalities\[0\] must be a "
                      "zero-argument callable"):
     ScipyOptimizerInterface(loss, [x], equalities=[x[0]], method="SLSQP")
-  with pytest.raises(ValueError, match="equalities must be a list"):
+  with pytest.raises(TypeError, match="equalities must be a list"):
     ScipyOptimizerInterface(loss, [x], equalities=lambda: x[0])
   optimizer = ScipyOptimizerInterface(loss, [x])
   with pytest.raises(ValueError, match="feed_dict is only used in graph mode"):
@@ -411,11 +411,11 @@ def test_eager_only_errors():
     optimizer.minimize(session=object())
   with pytest.raises(ValueError, match="only used in graph mode"):
     optimizer.minimize(options=None)
-  with pytest.raises(ValueError, match="fetches must be zero-argument"):
+  with pytest.raises(TypeError, match="fetches must be zero-argument"):
     optimizer.minimize(fetches=["loss"])
-  with pytest.raises(ValueError, match="fetches must be a list"):
+  with pytest.raises(TypeError, match="fetches must be a list"):
     optimizer.minimize(fetches=loss)
-  with pytest.raises(ValueError, match="step_callback must be callable"):
+  with pytest.raises(TypeError, match="step_callback must be callable"):
     optimizer.minimize(step_callback=3)
 
   @tf.function
@@ -438,7 +438,7 @@ def test_loss_shape_and_dtype_errors():
   x = tf.Variable([1., 2.])
   with pytest.raises(ValueError, match=r"loss must be a scalar; got shape"):
     ScipyOptimizerInterface(lambda: x * x, [x]).minimize()
-  with pytest.raises(ValueError, match="real scalar; got dtype string"):
+  with pytest.raises(TypeError, match="real scalar; got dtype string"):
     ScipyOptimizerInterface(lambda: tf.constant("a"), [x]).minimize()
   np.testing.assert_array_equal(x.numpy(), [1., 2.])
 
@@ -449,7 +449,7 @@ def test_var_list_errors():
   with pytest.raises(ValueError, match="only float16, bfloat16, float32 and "
                      "float64"):
     ScipyOptimizerInterface(loss, [x, tf.Variable([1, 2])])
-  with pytest.raises(ValueError, match="var_list` entries must be tf.Variable"):
+  with pytest.raises(TypeError, match="var_list` entries must be tf.Variable"):
     ScipyOptimizerInterface(loss, [x, "x"])
   with pytest.raises(ValueError, match="var_list` is empty"):
     ScipyOptimizerInterface(loss, [])
@@ -493,7 +493,7 @@ def test_bounds_and_method_errors():
   with pytest.raises(ValueError, match="method 'lbfgs' is not a "
                      "scipy.optimize.minimize method"):
     ScipyOptimizerInterface(loss, [x], method="lbfgs")
-  with pytest.raises(ValueError, match="options must be a dict"):
+  with pytest.raises(TypeError, match="options must be a dict"):
     ScipyOptimizerInterface(loss, [x], options=[("maxiter", 3)])
 
 

@@ -317,18 +317,20 @@ def test_errors():
       ScipyOptimizerInterface(loss, bounds=[(0, 1), (0, 1)])
     with pytest.raises(ValueError, match="jit_compile applies to eager"):
       ScipyOptimizerInterface(loss, jit_compile=True)
-    with pytest.raises(ValueError, match="must be a scalar Tensor"):
+    with pytest.raises(ValueError, match=r"loss must be a scalar Tensor; got "
+                       r"shape \(2,\)"):
       ScipyOptimizerInterface(vector * 2.)
-    with pytest.raises(ValueError, match=r"equalities\[0\] must be a scalar"):
+    with pytest.raises(TypeError, match=r"In graph mode equalities\[0\] must "
+                       "be a scalar Tensor; got float"):
       ScipyOptimizerInterface(loss, equalities=[3.0], method="SLSQP")
     with pytest.raises(ValueError, match="cannot take equality"):
       ScipyOptimizerInterface(loss, equalities=[vector[0]], method="BFGS")
     optimizer = ScipyOptimizerInterface(loss)
     with pytest.raises(ValueError, match="needs a session"):
       optimizer.minimize()
-    with pytest.raises(ValueError, match="feed_dict must be a dict"):
+    with pytest.raises(TypeError, match="feed_dict must be a dict"):
       optimizer.minimize(v1.Session(graph=graph), feed_dict=[1.0])
-    with pytest.raises(ValueError, match="fetches must be a list"):
+    with pytest.raises(TypeError, match="fetches must be a list"):
       optimizer.minimize(v1.Session(graph=graph), fetches=loss)
   with helpers.graph_session() as (_, other):
     with pytest.raises(ValueError, match="different graph"):

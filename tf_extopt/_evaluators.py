@@ -41,8 +41,8 @@ def _as_scalar_loss(loss, what="loss"):
   """Checks that `loss` is a real scalar and casts it to float64."""
   loss = tf.convert_to_tensor(loss)
   if not (loss.dtype.is_floating or loss.dtype.is_integer):
-    raise ValueError("%s must be a real scalar; got dtype %s." %
-                     (what, loss.dtype.name))
+    raise TypeError("%s must be a real scalar; got dtype %s." %
+                    (what, loss.dtype.name))
   if loss.shape.rank is not None and loss.shape.num_elements() != 1:
     raise ValueError("%s must be a scalar; got shape %s." % (what, loss.shape))
   return tf.reshape(tf.cast(loss, tf.float64), [])
@@ -68,8 +68,8 @@ def _fetch_list(fetches):
   if fetches is None:
     return []
   if not isinstance(fetches, (list, tuple)):
-    raise ValueError("fetches must be a list of values to pass to "
-                     "loss_callback; got %s." % type(fetches).__name__)
+    raise TypeError("fetches must be a list of values to pass to "
+                    "loss_callback; got %s." % type(fetches).__name__)
   return list(fetches)
 
 
@@ -249,14 +249,14 @@ class GraphEvaluator:
             "minimize() in graph mode needs a session: pass session=... or "
             "call it inside `with session.as_default():`.")
     if not hasattr(session, "run"):
-      raise ValueError("session must be a tf.compat.v1.Session; got %s." %
-                       type(session).__name__)
+      raise TypeError("session must be a tf.compat.v1.Session; got %s." %
+                      type(session).__name__)
     if getattr(session, "graph", self.graph) is not self.graph:
       raise ValueError("session runs a different graph than the one holding "
                        "the loss.")
     if feed_dict is not None and not hasattr(feed_dict, "items"):
-      raise ValueError("feed_dict must be a dict; got %s." %
-                       type(feed_dict).__name__)
+      raise TypeError("feed_dict must be a dict; got %s." %
+                      type(feed_dict).__name__)
     return _GraphRun(self, session, feed_dict, _fetch_list(fetches),
                      dict(run_kwargs))
 
@@ -565,7 +565,7 @@ class EagerEvaluator:
     for f in fetches:
       if not (callable(f) or _packing.unwrap_variable(f) is not None
               or isinstance(f, tf.Tensor)):
-        raise ValueError(
+        raise TypeError(
             "In eager mode, fetches must be zero-argument callables or "
             "variables; got %s." % type(f).__name__)
     return _EagerRun(self, fetches)

@@ -98,7 +98,7 @@ def resolve_var_list(var_list, arg_name="var_list"):
     else:
       var = unwrap_variable(entry)
       if var is None:
-        raise ValueError(
+        raise TypeError(
             "`%s` entries must be tf.Variable, keras.Variable, a Keras "
             "Model/Layer or a tf.Module; got %s." % (arg_name, _describe(entry)))
       found = [var]

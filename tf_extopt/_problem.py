@@ -25,15 +25,15 @@ def _as_list(value, name):
     return []
   if isinstance(value, (list, tuple)):
     return list(value)
-  raise ValueError("%s must be a list of constraints; got %s." %
-                   (name, type(value).__name__))
+  raise TypeError("%s must be a list of constraints; got %s." %
+                  (name, type(value).__name__))
 
 
 def _graph_tensor(value, name, graph=None):
   """Checks that `value` is a scalar Tensor (in `graph`, if given)."""
   if not tf.is_symbolic_tensor(value):
-    raise ValueError("In graph mode %s must be a scalar Tensor; got %s."
-                     % (name, type(value).__name__))
+    raise TypeError("In graph mode %s must be a scalar Tensor; got %s."
+                    % (name, type(value).__name__))
   if graph is not None and value.graph is not graph:
     raise ValueError("%s is in a different graph than loss." % name)
   if value.shape.rank is not None and value.shape.num_elements() != 1:
@@ -50,7 +50,7 @@ def _is_graph_mode(loss, owner):
         "optimizer. Create it eagerly with a loss callable, or in a "
         "tf.Graph with a loss Tensor." % owner)
   if tf.is_tensor(loss) and not tf.is_symbolic_tensor(loss):
-    raise ValueError(
+    raise TypeError(
         "In eager mode loss must be a zero-argument callable returning "
         "the loss; got an eager Tensor (a value already computed, which "
         "cannot be re-evaluated at new variable values).")
@@ -126,7 +126,7 @@ class Problem:
   @staticmethod
   def _check_eager_arguments(loss, var_list, equalities, inequalities):
     if not callable(loss):
-      raise ValueError(
+      raise TypeError(
           "In eager mode loss must be a zero-argument callable; got %s."
           % type(loss).__name__)
     if var_list is None:
@@ -138,6 +138,6 @@ class Problem:
                        ("inequalities", inequalities)):
       for i, c in enumerate(cons):
         if not callable(c):
-          raise ValueError(
+          raise TypeError(
               "In eager mode %s[%d] must be a zero-argument callable; got "
               "%s." % (name, i, type(c).__name__))

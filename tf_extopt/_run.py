@@ -109,8 +109,8 @@ class RunState:
                      ("loss_callback", loss_callback),
                      ("progress_callback", progress_callback)):
       if cb is not None and not callable(cb):
-        raise ValueError("%s must be callable; got %s." %
-                         (name, type(cb).__name__))
+        raise TypeError("%s must be callable; got %s." %
+                        (name, type(cb).__name__))
     self.run = run
     self.step_callback = step_callback
     self.loss_callback = loss_callback

@@ -108,10 +108,14 @@ class ExternalOptimizerInterface:
       **optimizer_kwargs: Other subclass-specific keyword arguments.
 
     Raises:
-      ValueError: If `loss` is the wrong kind for the mode, `var_list` is
-        missing in eager mode or holds something that is not a float
-        variable, a constraint is the wrong kind, or `var_to_bounds` is
-        malformed (see `VariablePacker.packed_bounds`).
+      TypeError: If `loss` or a constraint is the wrong kind for the mode
+        (a callable in eager mode, a scalar Tensor or a callable building
+        one in graph mode), a constraint list is not a list, or `var_list`
+        holds something that is not a variable, model, layer or module.
+      ValueError: If `var_list` is missing in eager mode or holds a
+        variable that is not floating, a Tensor has the wrong shape or
+        graph, or `var_to_bounds` is malformed (see
+        `VariablePacker.packed_bounds`).
     """
     self.optimizer_kwargs = optimizer_kwargs
     problem = _problem.Problem(type(self).__name__, loss, var_list,
@@ -169,9 +173,11 @@ class ExternalOptimizerInterface:
       own status is in `optimizer_status`.
 
     Raises:
+      TypeError: If a callback is not callable, `fetches` is not a list or
+        holds the wrong kind of value, `session` is not a session or
+        `feed_dict` not a dict.
       ValueError: If `session`/`feed_dict`/`run_kwargs` are given in eager
-        mode, no session is available in graph mode, or fetches are of the
-        wrong kind.
+        mode, or no session is available in graph mode.
       Any exception raised while evaluating the loss (including
       `KeyboardInterrupt`) propagates after the best finite point seen has
       been assigned to the variables.
@@ -435,10 +441,11 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
     """See `ExternalOptimizerInterface.__init__`.
 
     Raises:
+      TypeError: If `method` is neither a string nor a callable, or
+        `options` is not a dict.
       ValueError: If `optimizer_kwargs` holds `bounds` (use `var_to_bounds`)
         or another argument the interface sets itself, `method` is unknown,
-        `options` is not a dict, or the method cannot take the given
-        bounds or constraints.
+        or the method cannot take the given bounds or constraints.
     """
     self._check_scipy_kwargs(optimizer_kwargs)
     super().__init__(loss, var_list, equalities, inequalities, var_to_bounds,
@@ -462,16 +469,16 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
     method = kwargs.get("method", ScipyOptimizerInterface._DEFAULT_METHOD)
     if not callable(method):
       if not isinstance(method, str):
-        raise ValueError("method must be a SciPy method name or a callable; "
-                         "got %s." % type(method).__name__)
+        raise TypeError("method must be a SciPy method name or a callable; "
+                        "got %s." % type(method).__name__)
       if method.lower() not in _SCIPY_METHODS:
         raise ValueError("method %r is not a scipy.optimize.minimize method; "
                          "expected one of %s." % (method,
                                                   ", ".join(_SCIPY_METHODS)))
     options = kwargs.get("options")
     if options is not None and not isinstance(options, dict):
-      raise ValueError("options must be a dict; got %s." %
-                       type(options).__name__)
+      raise TypeError("options must be a dict; got %s." %
+                      type(options).__name__)
 
   @staticmethod
   def _check_method_support(method, has_bounds, has_constraints):

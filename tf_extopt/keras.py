@@ -45,8 +45,8 @@ def _keras_module(model):
       return tf_keras
   import keras  # pylint: disable=g-import-not-at-top
   if not isinstance(model, keras.Model):
-    raise ValueError("model must be a Keras 3 or tf_keras Model; got %s." %
-                     type(model).__name__)
+    raise TypeError("model must be a Keras 3 or tf_keras Model; got %s." %
+                    type(model).__name__)
   return keras
 
 
@@ -70,8 +70,8 @@ def _override_loss_fn(model, keras_module, loss):
   """`(x, y, y_pred, sw) -> loss + model.losses` from a `loss=` argument."""
   loss_obj = keras_module.losses.get(loss) if isinstance(loss, str) else loss
   if loss_obj is None or not callable(loss_obj):
-    raise ValueError("loss must be a Keras loss name, a Loss instance or a "
-                     "callable (y_true, y_pred); got %r." % (loss,))
+    raise TypeError("loss must be a Keras loss name, a Loss instance or a "
+                    "callable (y_true, y_pred); got %r." % (loss,))
   is_loss_class = isinstance(loss_obj, keras_module.losses.Loss)
 
   def fn(x, y, y_pred, sw):
@@ -265,8 +265,8 @@ class _Epochs:
     if isinstance(callbacks, K.callbacks.Callback):
       callbacks = [callbacks]
     elif callbacks is not None and not isinstance(callbacks, (list, tuple)):
-      raise ValueError("callbacks must be a list of Keras callbacks; got %s."
-                       % type(callbacks).__name__)
+      raise TypeError("callbacks must be a list of Keras callbacks; got %s."
+                      % type(callbacks).__name__)
     callbacks = list(callbacks or [])
     history = None
     for cb in callbacks:
@@ -361,6 +361,8 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     (None when `max_iterations=0`).
 
   Raises:
+    TypeError: `model` is not a Keras model, `loss` is not a loss, or
+      `callbacks` is not a list of callbacks.
     ValueError: An uncompiled model without `loss=`, an infinite or empty
       dataset, empty arrays, `x`/`y`/`sample_weight` with different numbers
       of samples, a model without trainable variables, a bad argument.

@@ -141,9 +141,11 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
 
     Raises:
       ValueError: `equalities`/`inequalities` given (use
-        `ScipyOptimizerInterface`), an unknown option, a bad `dtype`, an
-        `iterations_per_call` below 1 or a negative `max_iterations`.
-      TypeError: `iterations_per_call` or `max_iterations` not an integer.
+        `ScipyOptimizerInterface`), an unknown option, a `dtype` other than
+        float32/float64, an `iterations_per_call` below 1 or a negative
+        `max_iterations`.
+      TypeError: `iterations_per_call` or `max_iterations` not an integer,
+        `dtype` not a dtype, or as `ExternalOptimizerInterface.__init__`.
     """
     for name, value in (("equalities", equalities),
                         ("inequalities", inequalities)):
@@ -180,10 +182,11 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
       try:
         dtype = tf.as_dtype(dtype)
       except TypeError:
-        dtype = None
+        raise TypeError("dtype must be None, tf.float32 or tf.float64; got "
+                        "%r." % (dtype,)) from None
       if dtype not in (tf.float32, tf.float64):
         raise ValueError("dtype must be None, tf.float32 or tf.float64; got "
-                         "%r." % (optimizer_kwargs.get("dtype"),))
+                         "%s." % dtype.name)
     self._dtype = dtype
     self._solver = (lbfgs_minimize if self._packed_bounds_arrays is None
                     else lbfgsb_minimize)
@@ -320,7 +323,7 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
       `LBfgsOptimizerResults`, as NumPy values).
 
     Raises:
-      ValueError: as `ExternalOptimizerInterface.minimize`.
+      TypeError, ValueError: as `ExternalOptimizerInterface.minimize`.
       Any exception raised while running (including `KeyboardInterrupt`)
       propagates after the best finite point evaluated so far (at least
       the last completed chunk's point, or the initial point) has been
