@@ -600,7 +600,7 @@ def test_quasi_definite_inverse_and_its_failure_flag():
 
 @pytest.mark.parametrize("counts", [[0, 1, 3, 4], [4, 4, 2, 4]])
 def test_compact_subspace_step_solves_the_reduced_newton_system(counts):
-  """`_subspace.newton_step` solves Z^T B Z du = -Z^T (g + B (x^c - x))."""
+  """`compact_newton_step` solves Z^T B Z du = -Z^T (g + B (x^c - x))."""
   n, num_pairs = 9, 4
   memory = _random_memory(len(counts), num_pairs, n, counts, seed=5)
   rng = np.random.RandomState(6)
@@ -613,7 +613,7 @@ def test_compact_subspace_step_solves_the_reduced_newton_system(counts):
   upper = x + tf.constant(width)
   compact = _compact.compact_form(memory)
   cauchy = _cauchy.generalized_cauchy_point(x, g, lower, upper, compact)
-  du, ok = _subspace.newton_step(x, g, compact, cauchy)
+  du, ok = _subspace.compact_newton_step(x, g, compact, cauchy)
   _, matrix = _dense.bfgs_matrix(memory)
   assert ok.numpy().all()
   # Some variables reach their bound at the Cauchy point, some stay free.

@@ -31,7 +31,8 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["CauchyPoint", "breakpoints", "generalized_cauchy_point", "dot"]
+__all__ = ["CauchyPoint", "breakpoints", "generalized_cauchy_point", "dot",
+           "segment_minimiser", "path_end"]
 
 CauchyPoint = collections.namedtuple(
     "CauchyPoint",
@@ -40,10 +41,6 @@ CauchyPoint = collections.namedtuple(
         "c",     # [B, 2m] W^T (x^c - x).
         "free",  # [B, n] bool, variables not at a bound at x^c (the set F).
     ])
-
-
-def _matvec(matrix, vector):
-  return tf.linalg.matvec(matrix, vector)
 
 
 def dot(a, b):
@@ -76,6 +73,46 @@ def breakpoints(x, g, lower, upper):
   return held, d, num_breaks, num_moving, order, sorted_breaks
 
 
+def segment_minimiser(f1, f2):
+  """``dt* = -f'/f''`` on a segment, per member.
+
+  A segment without curvature (``f'' <= 0``) and a descent slope runs to its
+  end (``+inf``, cut by the next breakpoint); a flat one (``d = 0``) stays.
+  """
+  positive = f2 > 0
+  return tf.where(positive, -f1 / tf.where(positive, f2, tf.ones_like(f2)),
+                  tf.where(f1 < 0, tf.constant(np.inf, f1.dtype),
+                           tf.zeros_like(f1)))
+
+
+def path_end(x, lower, upper, held, d, d_left, tsum, dtm, hit):
+  """Where the search along the path stopped: the Cauchy point and free set.
+
+  Args:
+    x, lower, upper: `[B, n]` the current point and bounds.
+    held: `[B, n]` bool, variables held at a bound from the start.
+    d: `[B, n]` the initial direction `-g` (held variables zeroed).
+    d_left: `[B, n]` `d` with the variables fixed on the way zeroed.
+    tsum: `[B]` the breakpoint reached last.
+    dtm: `[B]` the step from there to the model's minimiser (may be
+      negative by roundoff or `+inf` on an unbounded last segment).
+    hit: `[B, n]` bool, variables fixed at a bound on the way.
+
+  Returns:
+    `(x^c [B, n], free [B, n] bool, dtm [B])`, `dtm` as taken.
+  """
+  dtm = tf.maximum(dtm, tf.zeros_like(dtm))
+  # A segment that is unbounded below only happens with no breakpoint left
+  # and no curvature; stay at its start rather than go to infinity.
+  dtm = tf.where(tf.math.is_finite(dtm), dtm, tf.zeros_like(dtm))
+  at_bound = tf.where(d > 0, upper, lower)
+  # Roundoff must not carry a variable that has not reached its breakpoint
+  # past its bound.
+  xcp = tf.where(hit, at_bound, tf.clip_by_value(
+      x + (tsum + dtm)[:, None] * d_left, lower, upper))
+  return xcp, ~held & ~hit, dtm
+
+
 def generalized_cauchy_point(x, g, lower, upper, compact):
   """Computes the generalized Cauchy point of every member.
 
@@ -91,7 +128,6 @@ def generalized_cauchy_point(x, g, lower, upper, compact):
   dtype = x.dtype
   eps = np.finfo(dtype.as_numpy_dtype).eps
   zero = tf.zeros_like(x)
-  inf = tf.constant(np.inf, dtype)
   theta, w, m = compact.theta, compact.w, compact.m
   n = tf.shape(x)[-1]
 
@@ -102,19 +138,13 @@ def generalized_cauchy_point(x, g, lower, upper, compact):
   finite_lower = tf.where(tf.math.is_finite(lower), lower, zero)
   finite_upper = tf.where(tf.math.is_finite(upper), upper, zero)
 
-  p = _matvec(tf.linalg.matrix_transpose(w), d)        # W^T d, [B, 2m]
+  p = tf.linalg.matvec(tf.linalg.matrix_transpose(w), d)  # W^T d, [B, 2m]
   c = tf.zeros_like(p)
   f1 = -dot(d, d)
   f2_org = -theta * f1
-  f2 = f2_org - dot(p, _matvec(m, p))
+  f2 = f2_org - dot(p, tf.linalg.matvec(m, p))
 
-  def minimiser(f1, f2):
-    # -f'/f'' on a segment; an unbounded-below segment (f'' <= 0 with a
-    # descent slope) runs to its end, a flat one (d = 0) stays put.
-    return tf.where(f2 > 0, -f1 / tf.where(f2 > 0, f2, tf.ones_like(f2)),
-                    tf.where(f1 < 0, inf, tf.zeros_like(f1)))
-
-  dtm = minimiser(f1, f2)
+  dtm = segment_minimiser(f1, f2)
   tsum = tf.zeros_like(f1)
   done = tf.equal(num_breaks, 0)
   hit = tf.zeros_like(x, dtype=tf.bool)
@@ -141,7 +171,7 @@ def generalized_cauchy_point(x, g, lower, upper, compact):
     dt = tf.where(fix, dt, tf.zeros_like(dt))
     w_b = tf.einsum("bn,bnk->bk", pick_b, w)                  # [B, 2m]
     new_c = c + dt[:, None] * p
-    v = _matvec(m, w_b)
+    v = tf.linalg.matvec(m, w_b)
     new_f1 = (f1 + dt * f2 + d_b * d_b - theta * d_b * z_b
               + d_b * dot(new_c, v))
     new_f2 = (f2 - theta * d_b * d_b + 2.0 * d_b * dot(p, v)
@@ -150,7 +180,7 @@ def generalized_cauchy_point(x, g, lower, upper, compact):
     new_p = p - d_b[:, None] * w_b
     fixed_now = (pick_b > 0) & fix[:, None]
     moving_left = num_moving > k + 1
-    new_dtm = tf.where(moving_left, minimiser(new_f1, new_f2),
+    new_dtm = tf.where(moving_left, segment_minimiser(new_f1, new_f2),
                        tf.zeros_like(dtm))
 
     def pick(new, old):
@@ -166,16 +196,5 @@ def generalized_cauchy_point(x, g, lower, upper, compact):
   (_, _, tsum, _, _, dtm, p, c, d_left, hit) = tf.while_loop(
       cond, body,
       (tf.constant(0), done, tsum, f1, f2, dtm, p, c, d, hit))
-  dtm = tf.maximum(dtm, tf.zeros_like(dtm))
-  # A segment that is unbounded below only happens with no breakpoint left
-  # and no curvature; stay at its start rather than go to infinity.
-  dtm = tf.where(tf.math.is_finite(dtm), dtm, tf.zeros_like(dtm))
-  tsum = tsum + dtm
-  at_bound = tf.where(d > 0, upper, lower)
-  # Roundoff must not carry a variable that has not reached its breakpoint
-  # past its bound.
-  xcp = tf.where(hit, at_bound, tf.clip_by_value(
-      x + tsum[:, None] * d_left, lower, upper))
-  c = c + dtm[:, None] * p
-  free = ~held & ~hit
-  return CauchyPoint(x=xcp, c=c, free=free)
+  xcp, free, dtm = path_end(x, lower, upper, held, d, d_left, tsum, dtm, hit)
+  return CauchyPoint(x=xcp, c=c + dtm[:, None] * p, free=free)

@@ -31,11 +31,16 @@ from tf_extopt import _cauchy
 from tf_extopt import _compact
 from tf_extopt import _memory
 
-__all__ = ["bfgs_matrix", "cauchy_point", "newton_step"]
+__all__ = ["bfgs_matrix", "cauchy_point", "explicit_newton_step"]
 
 
-def _matvec(matrix, vector):
-  # A broadcast product and a sum: XLA fuses it, unlike a batched matmul.
+def _fused_matvec(matrix, vector):
+  """`[B, n, n] x [B, n] -> [B, n]` as a broadcast product and a sum.
+
+  XLA fuses this into the surrounding elementwise pass, unlike a batched
+  matmul (`tf.linalg.matvec`, which `_cauchy` and `_subspace` use for their
+  `2m`-sized products).
+  """
   return tf.reduce_sum(matrix * vector[:, None, :], axis=-1)
 
 
@@ -48,7 +53,7 @@ def bfgs_matrix(memory):
   matrix = theta[:, None, None] * tf.eye(n, dtype=dtype)
   for i in range(s.shape[1]):
     s_i, y_i = s[:, i], y[:, i]
-    bs = _matvec(matrix, s_i)
+    bs = _fused_matvec(matrix, s_i)
     sbs = _cauchy.dot(s_i, bs)
     ys = _cauchy.dot(y_i, s_i)
     use = valid[:, i] & (sbs > 0) & (ys > 0)
@@ -70,24 +75,22 @@ def cauchy_point(x, g, lower, upper, theta, matrix):
   dtype = x.dtype
   eps = np.finfo(dtype.as_numpy_dtype).eps
   zero = tf.zeros_like(x)
-  inf = tf.constant(np.inf, dtype)
   n = x.shape[-1]
 
   held, d, num_breaks, num_moving, order, sorted_breaks = _cauchy.breakpoints(
       x, g, lower, upper)
-  at_bound = tf.where(d > 0, upper, lower)
+  at_bound = tf.where(d > 0, upper, lower)  # Where a fixed variable goes.
   f2_floor = eps * theta * _cauchy.dot(d, d)
 
   def minimiser(z, d):
-    bd = _matvec(matrix, d)
+    # f' and f'' recomputed from the step so far.
+    bd = _fused_matvec(matrix, d)
     f1 = _cauchy.dot(g, d) + _cauchy.dot(z, bd)
     f2 = tf.maximum(_cauchy.dot(d, bd), f2_floor)
-    # -f'/f''; with no curvature a descent segment runs to its end, a flat
-    # one stays put.
-    return tf.where(f2 > 0, -f1 / tf.where(f2 > 0, f2, tf.ones_like(f2)),
-                    tf.where(f1 < 0, inf, tf.zeros_like(f1)))
+    return _cauchy.segment_minimiser(f1, f2)
 
   z = zero
+  d_left = d  # d with the variables fixed so far zeroed.
   tsum = tf.zeros(tf.shape(x)[:1], x.dtype)  # `x[:, 0]` fails when n = 0.
   dtm = minimiser(z, d)
   done = tf.equal(num_breaks, 0)
@@ -100,35 +103,35 @@ def cauchy_point(x, g, lower, upper, theta, matrix):
     stop = live & (dtm < dt)
     fix = live & ~stop
     fixed_now = pick & fix[:, None]
-    new_z = tf.where(fixed_now, at_bound - x, z + dt[:, None] * d)
-    new_d = tf.where(fixed_now, zero, d)
+    new_z = tf.where(fixed_now, at_bound - x, z + dt[:, None] * d_left)
+    new_d = tf.where(fixed_now, zero, d_left)
     moving_left = num_moving > k + 1
     new_dtm = tf.where(moving_left, minimiser(new_z, new_d),
                        tf.zeros_like(dtm))
     z = tf.where(fix[:, None], new_z, z)
-    d = tf.where(fix[:, None], new_d, d)
+    d_left = tf.where(fix[:, None], new_d, d_left)
     tsum = tf.where(fix, tsum + dt, tsum)
     dtm = tf.where(fix, new_dtm, dtm)
     hit |= fixed_now
     done |= stop | (fix & (~moving_left | (k + 1 >= num_breaks)))
-  dtm = tf.maximum(dtm, tf.zeros_like(dtm))
-  dtm = tf.where(tf.math.is_finite(dtm), dtm, tf.zeros_like(dtm))
-  tsum = tsum + dtm
-  xcp = tf.where(hit, at_bound, tf.clip_by_value(
-      x + tsum[:, None] * d, lower, upper))
-  return _cauchy.CauchyPoint(x=xcp, c=None, free=~held & ~hit)
+  xcp, free, _ = _cauchy.path_end(x, lower, upper, held, d, d_left, tsum,
+                                  dtm, hit)
+  return _cauchy.CauchyPoint(x=xcp, c=None, free=free)
 
 
-def newton_step(x, g, matrix, cauchy):
-  """Returns `(d^u, ok)` over the free variables; see `_subspace.newton_step`.
+def explicit_newton_step(x, g, matrix, cauchy):
+  """`(d^u, ok)` over the free variables, by inverting `Z^T B Z` itself.
+
+  The same step as `_subspace.compact_newton_step`, which reaches it through
+  the compact form and Sherman-Morrison-Woodbury instead.
   """
   free = cauchy.free
   freef = tf.cast(free, x.dtype)
-  r = -(g + _matvec(matrix, cauchy.x - x)) * freef
+  r = -(g + _fused_matvec(matrix, cauchy.x - x)) * freef
   # Z^T B Z, with a unit diagonal on the fixed variables.
   reduced = (matrix * freef[:, :, None] * freef[:, None, :]
              + tf.linalg.diag(1.0 - freef))
   # Unrolled as before this path shared `spd_inverse`: one small inverse
   # per trip compiles quickly.
   inverse, ok = _compact.spd_inverse(reduced, unroll=True)
-  return _matvec(inverse, r) * freef, ok
+  return _fused_matvec(inverse, r) * freef, ok

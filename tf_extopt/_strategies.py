@@ -71,12 +71,12 @@ def bounded_strategy(lower, upper, dense_ratio):
     if n is not None and n <= dense_ratio * memory.s.shape[0]:
       theta, matrix = _dense.bfgs_matrix(memory)
       cauchy = _dense.cauchy_point(x, g, lower, upper, theta, matrix)
-      du, ok = _dense.newton_step(x, g, matrix, cauchy)
+      du, ok = _dense.explicit_newton_step(x, g, matrix, cauchy)
       representation_ok = tf.ones_like(ok)
     else:
       compact = _compact.compact_form(memory)
       cauchy = _cauchy.generalized_cauchy_point(x, g, lower, upper, compact)
-      du, ok = _subspace.newton_step(x, g, compact, cauchy)
+      du, ok = _subspace.compact_newton_step(x, g, compact, cauchy)
       representation_ok = compact.ok
     plain = plain_strategy.direction(x, g, memory)
     # With every variable free at x^c the subspace minimiser is the model's

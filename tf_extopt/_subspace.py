@@ -30,11 +30,14 @@ import tensorflow as tf
 from tf_extopt import _cauchy
 from tf_extopt import _compact
 
-__all__ = ["subspace_minimum", "newton_step", "bring_inside"]
+__all__ = ["compact_newton_step", "bring_inside"]
 
 
-def newton_step(x, g, compact, cauchy):
+def compact_newton_step(x, g, compact, cauchy):
   """Returns `(d^u, ok)`: the unconstrained step from `x^c` over the free set.
+
+  Through the compact form by Sherman-Morrison-Woodbury (module docstring);
+  `_dense.explicit_newton_step` is the same step from an explicit ``B``.
 
   Args:
     x: `[B, n]` current point.

@@ -174,6 +174,7 @@ def lbfgs_minimize(value_and_gradients_function,
         value_and_gradients_function, initial_position,
         previous_optimizer_results, make_strategy, **options)
 
+
 def _eager_tensors(arguments):
   """The tensor-valued arguments of an eager call, converted and checked."""
   position, tensors = _eager.common_tensors(arguments)
