@@ -400,7 +400,7 @@ def test_constraints_point_to_scipy(name):
     ({"method": "L-BFGS-B"}, "unknown option.*method"),
     ({"iterations_per_call": 0}, "iterations_per_call.*>= 1.*0"),
     ({"dtype": tf.int32}, "dtype must be.*float"),
-    ({"dtype": "nonsense"}, "dtype must be"),
+    ({"dtype": tf.float16}, "dtype must be.*got float16"),
     ({"max_iterations": -1}, "max_iterations.*>= 0.*-1"),
 ])
 def test_bad_options(kwargs, match):

@@ -345,7 +345,7 @@ def test_stop_iteration_in_progress_callback():
   result = optimizer.minimize(progress_callback=on_progress)
   assert result.status == 99 and result.nit == 2
   np.testing.assert_array_equal(x.numpy(), result.x)
-  with pytest.raises(ValueError,
+  with pytest.raises(TypeError,
                      match="progress_callback must be callable; got int"):
     optimizer.minimize(progress_callback=3)
 
