@@ -12,6 +12,9 @@ line search.
 The algorithm-specific parts come in through a `Strategy`:
 
 * ``direction(x, g, memory) -> d``: the quasi-Newton search direction.
+* ``steepest_direction(x, g) -> d``: the direction an empty memory gives
+  (``-g``, ``-H0 g``, or ``P(x - g) - x`` under bounds), without the cost
+  of `direction`: the first iteration and every memory reset use it.
 * ``stationarity(x, g) -> [B]``: the quantity compared with `tolerance` (the
   sup-norm of the gradient, or of the projected gradient under bounds).
 * ``max_step(x, d) -> [B]``: the largest step the line search may take.
@@ -25,7 +28,7 @@ The algorithm-specific parts come in through a `Strategy`:
 
 Each iteration::
 
-  d = direction(x, g, memory); if g.d >= 0: memory = {}, d = direction(...)
+  d = direction(x, g, memory); if g.d >= 0: memory = {}, d = steepest(x, g)
   search along x + a d (one trial per trip) until strong Wolfe holds, or no
   further progress is possible / max_line_search_iterations trials were used:
     - Wolfe point, or a best point with f <= f(x):  accept it
@@ -50,8 +53,9 @@ from tf_extopt._results import converged_all
 
 Strategy = collections.namedtuple(
     "Strategy",
-    ["direction", "stationarity", "max_step", "initial_step", "project",
-     "reset_on_bad_curvature", "refine_steps"], defaults=(False,))
+    ["direction", "steepest_direction", "stationarity", "max_step",
+     "initial_step", "project", "reset_on_bad_curvature", "refine_steps"],
+    defaults=(False,))
 
 Config = collections.namedtuple(
     "Config",
@@ -136,7 +140,7 @@ def initial_state(objective, x, config, strategy, memory):
   failed = ~converged & ~finite
   iteration = tf.zeros_like(f, dtype=tf.int32)
   return _open(x, f, g, memory, iteration, tf.constant(1), converged,
-               failed, config, strategy)
+               failed, config, strategy, empty_memory=True)
 
 
 def resumed_state(x, f, g, memory, num_iterations, num_evaluations,
@@ -149,7 +153,7 @@ def resumed_state(x, f, g, memory, num_iterations, num_evaluations,
 
 
 def _open(x, f, g, memory, iteration, num_evaluations, converged, failed,
-          config, strategy):
+          config, strategy, empty_memory=False):
   everyone = tf.ones_like(converged)
   placeholder_search = _linesearch.init(
       tf.ones_like(f), f, -tf.ones_like(f), tf.ones_like(f))
@@ -158,7 +162,8 @@ def _open(x, f, g, memory, iteration, num_evaluations, converged, failed,
       memory=memory, converged=converged, failed=failed,
       direction=tf.zeros_like(x), search=placeholder_search,
       best_gradient=g)
-  return _start_searches(state, everyone & _active(state, config), strategy)
+  return _start_searches(state, everyone & _active(state, config), strategy,
+                         empty_memory)
 
 
 def _active(state, config):
@@ -173,21 +178,28 @@ def _where(mask, new, old):
   return tf.where(mask, new, old)
 
 
-def _start_searches(state, where, strategy):
-  """Computes directions and opens a line search for the `where` members."""
-  memory = state.memory
-  d = strategy.direction(state.x, state.g, memory)
-  slope = tf.reduce_sum(state.g * d, axis=-1)
-  not_descent = where & ~(
-      (slope < 0) & tf.reduce_all(tf.math.is_finite(d), axis=-1))
+def _start_searches(state, where, strategy, empty_memory=False):
+  """Computes directions and opens a line search for the `where` members.
 
-  memory = _memory.reset(memory, not_descent)
-  # Only the direction goes through the cond: returning the memory buffers
-  # from it would copy them on every trip.
-  d = tf.cond(tf.reduce_any(not_descent),
-              lambda: _where(not_descent,
-                             strategy.direction(state.x, state.g, memory), d),
-              lambda: d)
+  `empty_memory` says the memory is known to hold no pair (a fresh start),
+  so the direction is the steepest one without tracing `direction` at all.
+  Otherwise `direction` is traced once here: a member whose direction is not
+  a descent direction drops its memory and takes `steepest_direction`, which
+  is what `direction` gives for an empty memory. (Tracing `direction` again
+  for the retry, and in the loop's opening, made four copies of it in the
+  graph, the heaviest part of L-BFGS-B's XLA compilation.)
+  """
+  memory = state.memory
+  steepest = strategy.steepest_direction(state.x, state.g)
+  if empty_memory:
+    d = steepest
+  else:
+    d = strategy.direction(state.x, state.g, memory)
+    slope = tf.reduce_sum(state.g * d, axis=-1)
+    not_descent = where & ~(
+        (slope < 0) & tf.reduce_all(tf.math.is_finite(d), axis=-1))
+    memory = _memory.reset(memory, not_descent)
+    d = _where(not_descent, steepest, d)
   slope = tf.reduce_sum(state.g * d, axis=-1)
   # Even steepest descent is not a descent direction (zero or non-finite
   # projected gradient that the tolerance did not catch): nothing to search.

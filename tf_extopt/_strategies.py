@@ -27,6 +27,13 @@ def unconstrained_strategy(initial_inverse_hessian=None):
     del x
     return _memory.direction(memory, g, initial_inverse_hessian)
 
+  def steepest_direction(x, g):
+    # The two-loop recursion's result for an empty memory: -H0 g, H0 = I.
+    del x
+    if initial_inverse_hessian is None:
+      return -g
+    return -(initial_inverse_hessian * g)
+
   def max_step(x, d):
     del d
     return tf.fill(tf.shape(x)[:1], tf.constant(MAX_STEP, x.dtype))
@@ -45,7 +52,8 @@ def unconstrained_strategy(initial_inverse_hessian=None):
     return _convergence.sup_norm(g)
 
   return _driver.Strategy(
-      direction=direction, stationarity=stationarity, max_step=max_step,
+      direction=direction, steepest_direction=steepest_direction,
+      stationarity=stationarity, max_step=max_step,
       initial_step=initial_step, project=lambda x: x,
       reset_on_bad_curvature=True, refine_steps=True)
 
@@ -95,6 +103,13 @@ def bounded_strategy(lower, upper, dense_ratio):
     d = tf.where(ok[:, None], d, tf.constant(np.nan, x.dtype))
     return tf.where(unbounded[:, None], plain, d)
 
+  def steepest_direction(x, g):
+    # With no pairs B = I (theta = 1), the model g.z + |z|^2 / 2 is separable
+    # and its minimiser over the box, the Cauchy point, is P(x - g); without
+    # pairs there is no subspace step. Members without bounds take -g
+    # exactly, as plain L-BFGS does.
+    return tf.where(unbounded[:, None], -g, project(x - g) - x)
+
   def max_step(x, d):
     big = tf.constant(MAX_STEP, x.dtype)
     to_bound = tf.where(
@@ -118,6 +133,7 @@ def bounded_strategy(lower, upper, dense_ratio):
     return _convergence.sup_norm(tf.clip_by_value(x - g, lower, upper) - x)
 
   return _driver.Strategy(
-      direction=direction, stationarity=stationarity, max_step=max_step,
+      direction=direction, steepest_direction=steepest_direction,
+      stationarity=stationarity, max_step=max_step,
       initial_step=initial_step, project=project,
       reset_on_bad_curvature=False)
