@@ -3,6 +3,11 @@
 Parity with TFP on TFP's own test problems, with SciPy's L-BFGS-B on classic
 problems, every execution regime (eager, tf.function, XLA, TF1 session) in
 float32 and float64, and the error paths.
+
+As in TFP's tests, the `regime` fixture runs every test that does not pin
+its own regime eagerly, inside `tf.function` and under `jit_compile=True`
+(`run` does the wrapping); the TF1-session regime is covered by the
+tests of the "Every regime" section.
 """
 
 import numpy as np
@@ -22,25 +27,34 @@ DTYPES = (np.float32, np.float64)
 ATOL = {np.float32: 2e-3, np.float64: 1e-5}
 
 
-def solve(regime, value_and_gradients_function, start, **kwargs):
-  """Runs `lbfgs_minimize` in `regime` and returns NumPy results."""
-  start = np.asarray(start)
+@pytest.fixture(params=["eager", "function", "xla"])
+def regime(request):
+  """The execution regime of a test: eager, tf.function or XLA."""
+  return request.param
 
-  def call(x):
-    return tf_extopt.lbfgs_minimize(value_and_gradients_function, x, **kwargs)
 
+def run(regime, fn, *args):
+  """Calls `fn(*args)` (nests of arrays become tensors) in `regime`.
+
+  Returns NumPy values. Errors `fn` raises while being traced propagate
+  as they are, so error tests can run in every regime too.
+  """
   if regime == "session":
     graph = tf.Graph()
     with graph.as_default():
-      results = call(tf.constant(start))
+      outputs = fn(*tf.nest.map_structure(tf.constant, args))
       with tf.compat.v1.Session(graph=graph) as session:
-        return session.run(results)
-  if regime == "eager":
-    results = call(tf.constant(start))
-  else:
-    results = tf.function(call, jit_compile=regime == "xla")(
-        tf.constant(start))
-  return tf.nest.map_structure(lambda t: t.numpy(), results)
+        return session.run(outputs)
+  args = tf.nest.map_structure(tf.convert_to_tensor, args)
+  if regime != "eager":
+    fn = tf.function(fn, jit_compile=regime == "xla")
+  return tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
+
+
+def solve(regime, value_and_gradients_function, start, **kwargs):
+  """Runs `lbfgs_minimize` in `regime` and returns NumPy results."""
+  return run(regime, lambda x: tf_extopt.lbfgs_minimize(
+      value_and_gradients_function, x, **kwargs), np.asarray(start))
 
 
 def tfp_solve(value_and_gradients_function, start, **kwargs):
@@ -97,7 +111,7 @@ TFP_BOWLS = _tfp_bowls()
 
 
 @pytest.mark.parametrize("name", sorted(TFP_BOWLS))
-def test_tfp_quadratic_bowls(name):
+def test_tfp_quadratic_bowls(name, regime):
   """TFP's bowls at TFP's defaults: TFP's minimum and iterations.
 
   The line search's refinement step makes the line searches exact on a
@@ -105,7 +119,7 @@ def test_tfp_quadratic_bowls(name):
   searches, at fewer evaluations per iteration.
   """
   function, start, minimum = TFP_BOWLS[name]
-  ours = solve("function", function, start, tolerance=1e-8)
+  ours = solve(regime, function, start, tolerance=1e-8)
   theirs = tfp_solve(function, start, tolerance=1e-8)
   assert ours.converged and not ours.failed
   assert np.max(np.abs(ours.objective_gradient)) <= 1e-8
@@ -118,14 +132,14 @@ def test_tfp_quadratic_bowls(name):
           <= theirs.num_objective_evaluations + 1)
 
 
-def test_rosenbrock_2d_as_tfp():
+def test_rosenbrock_2d_as_tfp(regime):
   def rosenbrock(coord):
     x, y = coord[0], coord[1]
     value = (1 - x) ** 2 + 100 * (y - x ** 2) ** 2
     return value, tf.stack([2 * (x - 1) + 400 * x * (x ** 2 - y),
                             200 * (y - x ** 2)])
 
-  ours = solve("eager", rosenbrock, np.array([-1.2, 1.0], "float32"),
+  ours = solve(regime, rosenbrock, np.array([-1.2, 1.0], "float32"),
                tolerance=1e-5)
   theirs = tfp_solve(rosenbrock, np.array([-1.2, 1.0], "float32"),
                      tolerance=1e-5)
@@ -137,17 +151,17 @@ def test_rosenbrock_2d_as_tfp():
 
 @pytest.mark.parametrize("start,minimum", [((1, 1), (3, 2)),
                                            ((-2, 2), (-2.805118, 3.131312))])
-def test_himmelblau_single(start, minimum):
+def test_himmelblau_single(start, minimum, regime):
   start = np.array(start, "float64")
-  ours = solve("eager", himmelblau, start, tolerance=1e-8)
+  ours = solve(regime, himmelblau, start, tolerance=1e-8)
   theirs = tfp_solve(himmelblau, start, tolerance=1e-8)
   assert ours.converged
   np.testing.assert_allclose(ours.position, minimum, atol=1e-5)
   assert ours.num_objective_evaluations < theirs.num_objective_evaluations
 
 
-def test_himmelblau_batch_all():
-  ours = solve("function", himmelblau, HIMMELBLAU_STARTS, tolerance=1e-8,
+def test_himmelblau_batch_all(regime):
+  ours = solve(regime, himmelblau, HIMMELBLAU_STARTS, tolerance=1e-8,
                stopping_condition=tf_extopt.converged_all)
   theirs = tfp_solve(himmelblau, HIMMELBLAU_STARTS, tolerance=1e-8,
                      stopping_condition=tfp.optimizer.converged_all)
@@ -156,30 +170,27 @@ def test_himmelblau_batch_all():
   assert ours.num_objective_evaluations < theirs.num_objective_evaluations
 
 
-def test_himmelblau_batch_any_then_resume_all():
-  any_run = tf_extopt.lbfgs_minimize(
-      himmelblau, tf.constant(HIMMELBLAU_STARTS), tolerance=1e-8,
-      stopping_condition=tf_extopt.converged_any)
-  converged = any_run.converged.numpy()
+def test_himmelblau_batch_any_then_resume_all(regime):
+  any_run = solve(regime, himmelblau, HIMMELBLAU_STARTS, tolerance=1e-8,
+                  stopping_condition=tf_extopt.converged_any)
+  converged = any_run.converged
   assert converged.any() and not converged.all()
-  assert not any_run.failed.numpy().any()
-  np.testing.assert_allclose(any_run.position.numpy()[converged],
+  assert not any_run.failed.any()
+  np.testing.assert_allclose(any_run.position[converged],
                              HIMMELBLAU_MINIMA[converged], atol=1e-5)
 
-  resumed = tf_extopt.lbfgs_minimize(
-      himmelblau, None, previous_optimizer_results=any_run, tolerance=1e-8,
-      stopping_condition=tf_extopt.converged_all)
-  assert resumed.converged.numpy().all()
-  np.testing.assert_allclose(resumed.position.numpy(), HIMMELBLAU_MINIMA,
-                             atol=1e-5)
+  resumed = run(regime, lambda previous: tf_extopt.lbfgs_minimize(
+      himmelblau, None, previous_optimizer_results=previous, tolerance=1e-8,
+      stopping_condition=tf_extopt.converged_all), any_run)
+  assert resumed.converged.all()
+  np.testing.assert_allclose(resumed.position, HIMMELBLAU_MINIMA, atol=1e-5)
   # Members that had converged never moved again.
-  np.testing.assert_array_equal(resumed.position.numpy()[converged],
-                                any_run.position.numpy()[converged])
-  assert (resumed.num_objective_evaluations.numpy()
-          > any_run.num_objective_evaluations.numpy())
+  np.testing.assert_array_equal(resumed.position[converged],
+                                any_run.position[converged])
+  assert resumed.num_objective_evaluations > any_run.num_objective_evaluations
 
 
-def test_data_fitting_glm():
+def test_data_fitting_glm(regime):
   """TFP's geometric GLM maximum-likelihood fit; compared with SciPy."""
   n, dim = 100, 30
   rng = np.random.RandomState(234095)
@@ -196,7 +207,7 @@ def test_data_fitting_glm():
              - tf.reduce_sum(linear, -1))
     return tf.squeeze(term1 + term2)
 
-  ours = solve("function", test_problems.value_and_gradients(
+  ours = solve(regime, test_problems.value_and_gradients(
       neg_log_likelihood), np.ones(dim), tolerance=1e-6)
   reference = scipy.optimize.minimize(
       test_problems.numpy_function(neg_log_likelihood), np.ones(dim),
@@ -205,7 +216,7 @@ def test_data_fitting_glm():
   np.testing.assert_allclose(ours.position, reference.x, atol=1e-5)
 
 
-def test_determinism():
+def test_determinism(regime):
   dim = 25
 
   def rastrigin(x):
@@ -213,8 +224,8 @@ def test_determinism():
 
   start = np.random.RandomState(7).uniform(-5.12, 5.12, dim)
   function = test_problems.value_and_gradients(rastrigin)
-  first = solve("eager", function, start, tolerance=1e-5)
-  second = solve("eager", function, start, tolerance=1e-5)
+  first = solve(regime, function, start, tolerance=1e-5)
+  second = solve(regime, function, start, tolerance=1e-5)
   assert first.converged
   for a, b in zip(first, second):
     np.testing.assert_array_equal(a, b)
@@ -256,9 +267,15 @@ def test_dynamic_batch_in_tf_function(signature):
 
 @pytest.mark.parametrize("problem", test_problems.PROBLEMS,
                          ids=[p.name for p in test_problems.PROBLEMS])
-def test_same_minima_as_scipy(problem):
+def test_same_minima_as_scipy(problem, regime, request):
+  if regime == "xla" and problem.name == "freudenstein_roth":
+    # A known gap, kept visible: XLA's fused arithmetic rounds this
+    # objective differently, the last line searches stall on roundoff and
+    # the run takes 40 evaluations (27 in a tf.function, SciPy 21).
+    request.applymarker(pytest.mark.xfail(
+        strict=True, reason="under XLA: 40 evaluations > 1.3 x SciPy's 21"))
   function = test_problems.value_and_gradients(problem.objective)
-  ours = solve("function", function, problem.start, tolerance=1e-6,
+  ours = solve(regime, function, problem.start, tolerance=1e-6,
                max_iterations=1000)
   reference = scipy.optimize.minimize(
       test_problems.numpy_function(problem.objective), problem.start,
@@ -370,99 +387,96 @@ def test_compile_update_is_automatic_for_large_graph_batches(batch, expected):
 # --- Options -----------------------------------------------------------------
 
 
-def test_result_fields_match_tfp():
+def test_result_fields_match_tfp(regime):
   theirs = tfp.optimizer.lbfgs_minimize(_bowl, tf.constant([1.0, 2.0]))
-  ours = tf_extopt.lbfgs_minimize(_bowl, tf.constant([1.0, 2.0]))
+  ours = solve(regime, _bowl, np.array([1.0, 2.0], "float32"))
   assert type(ours)._fields == type(theirs)._fields
   for a, b in zip(ours, theirs):
     assert a.shape == b.shape and a.dtype == b.dtype
 
 
-def test_warm_start_in_two_pieces_equals_one_run():
+def test_warm_start_in_two_pieces_equals_one_run(regime):
   function = test_problems.value_and_gradients(test_problems._rosenbrock)
-  start = tf.constant(np.tile([-1.2, 1.0], 3))
-  whole = tf_extopt.lbfgs_minimize(function, start, tolerance=1e-10,
-                                   max_iterations=30)
-  first = tf_extopt.lbfgs_minimize(function, start, tolerance=1e-10,
-                                   max_iterations=12)
-  second = tf_extopt.lbfgs_minimize(function, None,
-                                    previous_optimizer_results=first,
-                                    tolerance=1e-10, max_iterations=30)
+  start = np.tile([-1.2, 1.0], 3)
+  whole = solve(regime, function, start, tolerance=1e-10, max_iterations=30)
+  first = solve(regime, function, start, tolerance=1e-10, max_iterations=12)
+  second = run(regime, lambda previous: tf_extopt.lbfgs_minimize(
+      function, None, previous_optimizer_results=previous, tolerance=1e-10,
+      max_iterations=30), first)
   assert int(first.num_iterations) == 12
   for name in ("position", "objective_value", "objective_gradient",
                "position_deltas", "gradient_deltas", "num_iterations",
                "num_objective_evaluations", "converged", "failed"):
-    np.testing.assert_allclose(getattr(second, name).numpy(),
-                               getattr(whole, name).numpy(), rtol=1e-12,
-                               err_msg=name)
+    np.testing.assert_allclose(getattr(second, name), getattr(whole, name),
+                               rtol=1e-12, err_msg=name)
 
 
-def test_resumes_from_tfp_results():
+def test_resumes_from_tfp_results(regime):
   function = test_problems.value_and_gradients(test_problems._rosenbrock)
   start = tf.constant([-1.2, 1.0])
   partial = tfp.optimizer.lbfgs_minimize(function, start, max_iterations=5)
-  results = tf_extopt.lbfgs_minimize(
-      function, None, previous_optimizer_results=tf_extopt.LBfgsOptimizerResults(
-          *partial), tolerance=1e-6, max_iterations=200)
-  assert results.converged.numpy()
-  np.testing.assert_allclose(results.position.numpy(), [1.0, 1.0], atol=1e-5)
+  results = run(regime, lambda previous: tf_extopt.lbfgs_minimize(
+      function, None, previous_optimizer_results=previous, tolerance=1e-6,
+      max_iterations=200), tf_extopt.LBfgsOptimizerResults(*partial))
+  assert results.converged
+  np.testing.assert_allclose(results.position, [1.0, 1.0], atol=1e-5)
 
 
-def test_initial_inverse_hessian_estimate_is_used():
+def test_initial_inverse_hessian_estimate_is_used(regime):
   scales = np.array([1.0, 10.0, 100.0, 1000.0])
   function = quadratic(np.ones(4), scales)
   start = np.zeros(4)
-  plain = solve("eager", function, start, tolerance=1e-8)
+  plain = solve(regime, function, start, tolerance=1e-8)
   # The exact inverse Hessian diag(1 / (2 scales)) solves it in one step.
-  exact = solve("eager", function, start, tolerance=1e-8,
+  exact = solve(regime, function, start, tolerance=1e-8,
                 initial_inverse_hessian_estimate=1.0 / (2.0 * scales))
   assert exact.converged and int(exact.num_iterations) == 1
   assert int(exact.num_objective_evaluations) == 2
   np.testing.assert_allclose(exact.position, np.ones(4), atol=1e-12)
   assert plain.num_objective_evaluations > exact.num_objective_evaluations
   # A scalar broadcasts to every member and coordinate.
-  scalar = solve("xla", function, np.zeros((2, 4)), tolerance=1e-8,
+  scalar = solve(regime, function, np.zeros((2, 4)), tolerance=1e-8,
                  initial_inverse_hessian_estimate=0.01)
   assert scalar.converged.all()
 
 
-def test_tolerances_stop_early():
+def test_tolerances_stop_early(regime):
   function = test_problems.value_and_gradients(test_problems._rosenbrock)
   start = np.array([-1.2, 1.0])
-  full = solve("eager", function, start, tolerance=1e-10,
+  full = solve(regime, function, start, tolerance=1e-10,
                max_iterations=500)
   for option in ({"x_tolerance": 1e-2}, {"f_relative_tolerance": 1e-2},
                  {"f_absolute_tolerance": 1e-2}):
-    early = solve("eager", function, start, tolerance=1e-10,
+    early = solve(regime, function, start, tolerance=1e-10,
                   max_iterations=500, **option)
     assert early.converged, option
     assert early.num_iterations < full.num_iterations, option
 
 
-def test_f_relative_tolerance_uses_absolute_value():
+def test_f_relative_tolerance_uses_absolute_value(regime):
   """TFP issue #1391: a negative objective must still trigger the test."""
   function = quadratic(np.zeros(3), np.ones(3))
   shifted = lambda x: (function(x)[0] - 100.0, function(x)[1])
-  results = solve("eager", shifted, np.array([3.0, 2.0, 1.0]),
+  results = solve(regime, shifted, np.array([3.0, 2.0, 1.0]),
                   tolerance=0.0, f_relative_tolerance=1e-3,
                   max_iterations=100)
   assert results.converged
   assert results.num_iterations < 100
 
 
-def test_max_iterations_and_stopping_condition():
+def test_max_iterations_and_stopping_condition(regime):
   function = test_problems.value_and_gradients(test_problems._rosenbrock)
-  results = solve("eager", function, np.array([-1.2, 1.0]), max_iterations=3)
+  results = solve(regime, function, np.array([-1.2, 1.0]), max_iterations=3)
   assert int(results.num_iterations) == 3
   assert not results.converged and not results.failed
-  never = solve("eager", function, np.array([[-1.2, 1.0]] * 2),
+  never = solve(regime, function, np.array([[-1.2, 1.0]] * 2),
                 stopping_condition=lambda converged, failed: True)
   assert int(never.num_objective_evaluations) == 1
 
 
-def test_max_line_search_iterations_bounds_evaluations():
+def test_max_line_search_iterations_bounds_evaluations(regime):
   function = test_problems.value_and_gradients(test_problems._rosenbrock)
-  results = solve("eager", function, np.array([-1.2, 1.0]),
+  results = solve(regime, function, np.array([-1.2, 1.0]),
                   max_line_search_iterations=2, max_iterations=20)
   # One start evaluation, at most two per search, searches may restart once.
   assert int(results.num_objective_evaluations) <= 1 + 20 * 2 * 2
@@ -471,21 +485,20 @@ def test_max_line_search_iterations_bounds_evaluations():
 # --- Non-finite values ---------------------------------------------------------
 
 
-def test_minus_inf_is_a_minimum():
+def test_minus_inf_is_a_minimum(regime):
   def function(x):
     value = tf.where(x[..., 0] > 2.0, tf.constant(-np.inf, x.dtype),
                      -x[..., 0] + tf.reduce_sum(x[..., 1:] ** 2, -1))
     return value, tf.concat([-tf.ones_like(x[..., :1]), 2 * x[..., 1:]], -1)
 
-  for regime in ("eager", "xla"):
-    results = solve(regime, function, np.array([0.0, 0.5]))
-    assert results.converged and not results.failed
-    assert results.objective_value == -np.inf
-    assert np.all(np.isfinite(results.position))
+  results = solve(regime, function, np.array([0.0, 0.5]))
+  assert results.converged and not results.failed
+  assert results.objective_value == -np.inf
+  assert np.all(np.isfinite(results.position))
 
 
 @pytest.mark.parametrize("bad", [np.inf, np.nan])
-def test_non_finite_trial_shrinks_the_step(bad):
+def test_non_finite_trial_shrinks_the_step(bad, regime):
   def function(x):
     value = tf.reduce_sum((x - 1.0) ** 2, -1)
     value = tf.where(tf.reduce_any(x > 3.0, -1),
@@ -493,21 +506,20 @@ def test_non_finite_trial_shrinks_the_step(bad):
     return value, 2.0 * (x - 1.0)
 
   # H0 = 100 I makes the first trial land deep in the undefined region.
-  for regime in ("eager", "function"):
-    results = solve(regime, function, np.array([0.9, 0.8]), tolerance=1e-8,
-                    initial_inverse_hessian_estimate=100.0)
-    assert results.converged and not results.failed
-    np.testing.assert_allclose(results.position, [1.0, 1.0], atol=1e-8)
+  results = solve(regime, function, np.array([0.9, 0.8]), tolerance=1e-8,
+                  initial_inverse_hessian_estimate=100.0)
+  assert results.converged and not results.failed
+  np.testing.assert_allclose(results.position, [1.0, 1.0], atol=1e-8)
 
 
-def test_non_finite_start_fails_that_member_only():
+def test_non_finite_start_fails_that_member_only(regime):
   def function(x):
     value = tf.reduce_sum((x - 1.0) ** 2, -1)
     value = tf.where(x[..., 0] < -5.0, tf.constant(np.nan, x.dtype), value)
     return value, 2.0 * (x - 1.0)
 
   starts = np.array([[-10.0, 0.0], [0.0, 0.0]])
-  results = solve("function", function, starts, tolerance=1e-8)
+  results = solve(regime, function, starts, tolerance=1e-8)
   np.testing.assert_array_equal(results.failed, [True, False])
   np.testing.assert_array_equal(results.converged, [False, True])
   np.testing.assert_array_equal(results.position[0], starts[0])
@@ -548,21 +560,23 @@ def _bowl(x):
     ({"compile_update": "yes"}, TypeError,
      "compile_update.*None.*True or False.*'yes'"),
 ])
-def test_bad_arguments(kwargs, error, match):
+def test_bad_arguments(kwargs, error, match, regime):
   arguments = {"initial_position": tf.constant([1.0, 2.0])}
   arguments.update(kwargs)
   with pytest.raises(error, match=match):
-    tf_extopt.lbfgs_minimize(_bowl, **arguments)
+    run(regime, lambda: tf_extopt.lbfgs_minimize(_bowl, **arguments))
 
 
-def test_both_start_and_previous_results():
-  results = tf_extopt.lbfgs_minimize(_bowl, tf.constant([1.0, 2.0]))
+def test_both_start_and_previous_results(regime):
+  results = solve(regime, _bowl, np.array([1.0, 2.0], "float32"))
   with pytest.raises(ValueError, match="Exactly one.*both"):
-    tf_extopt.lbfgs_minimize(_bowl, tf.constant([1.0, 2.0]),
-                             previous_optimizer_results=results)
+    run(regime, lambda previous: tf_extopt.lbfgs_minimize(
+        _bowl, tf.constant([1.0, 2.0]), previous_optimizer_results=previous),
+        results)
   with pytest.raises(ValueError, match="num_correction_pairs.*3"):
-    tf_extopt.lbfgs_minimize(_bowl, None, previous_optimizer_results=results,
-                             num_correction_pairs=3)
+    run(regime, lambda previous: tf_extopt.lbfgs_minimize(
+        _bowl, None, previous_optimizer_results=previous,
+        num_correction_pairs=3), results)
 
 
 @pytest.mark.parametrize("function,error,match", [
@@ -574,8 +588,8 @@ def test_both_start_and_previous_results():
      TypeError, "value of dtype float64; expected float32"),
     (lambda x: tf.reduce_sum(x ** 2, -1), TypeError, "must return a pair"),
 ])
-def test_bad_function_outputs(function, error, match):
+def test_bad_function_outputs(function, error, match, regime):
   with pytest.raises(error, match=match):
-    tf_extopt.lbfgs_minimize(function, tf.constant([[1.0, 2.0], [3.0, 4.0]]))
+    solve(regime, function, np.array([[1.0, 2.0], [3.0, 4.0]], "float32"))
   with pytest.raises(TypeError, match="value_and_gradients_function"):
-    tf_extopt.lbfgs_minimize("f", tf.constant([1.0]))
+    solve(regime, "f", np.array([1.0], "float32"))
