@@ -24,6 +24,8 @@ from tests._regimes import Regime
 from tests._regimes import regime  # pylint: disable=unused-import
 from tests._tracing_helpers import xla_compiled_calls
 
+# pylint: disable=redefined-outer-name
+
 v1 = tf.compat.v1
 
 _START_V = np.array([3., -2., 1.5])
@@ -61,14 +63,14 @@ def _x0(dtype=np.float64):
   return np.concatenate([_START_V, _START_W.ravel()]).astype(dtype)
 
 
-def _variables(regime_, dtype=tf.float32):
-  v = regime_.variable(_START_V, dtype=dtype, name="v")
-  w = regime_.variable(_START_W, dtype=dtype, name="w")
+def _variables(regime, dtype=tf.float32):
+  v = regime.variable(_START_V, dtype=dtype, name="v")
+  w = regime.variable(_START_W, dtype=dtype, name="w")
   return v, w
 
 
-def _loss(regime_, v, w):
-  return regime_.tensor(lambda: _loss_terms(v, w))
+def _loss(regime, v, w):
+  return regime.tensor(lambda: _loss_terms(v, w))
 
 
 def _reference(dtype, max_iterations=25, bounds=None, **options):
@@ -83,8 +85,8 @@ def _reference(dtype, max_iterations=25, bounds=None, **options):
                         **options)
 
 
-def _packed(regime_, v, w):
-  v_value, w_value = regime_.value([v, w])
+def _packed(regime, v, w):
+  v_value, w_value = regime.value([v, w])
   return np.concatenate([v_value.ravel(), w_value.ravel()])
 
 
@@ -125,11 +127,11 @@ class _Shared:
   also what users do).
   """
 
-  def __init__(self, regime_):
-    self.regime = regime_
-    with regime_.active():
-      self.v, self.w = _variables(regime_, tf.float64)
-      self.opt = LbfgsOptimizerInterface(_loss(regime_, self.v, self.w),
+  def __init__(self, regime):
+    self.regime = regime
+    with regime.active():
+      self.v, self.w = _variables(regime, tf.float64)
+      self.opt = LbfgsOptimizerInterface(_loss(regime, self.v, self.w),
                                          [self.v, self.w], max_iterations=25)
 
   def reset(self):
@@ -149,7 +151,7 @@ def _shared_problem(request):
 
 
 @pytest.fixture
-def shared(_shared_problem):  # pylint: disable=redefined-outer-name
+def shared(_shared_problem):
   """The regime's `_Shared`, reset, with its regime active for the test."""
   with _shared_problem.regime.active():
     yield _shared_problem.reset()
@@ -166,7 +168,7 @@ def test_exported():
                     tf_extopt.ExternalOptimizerInterface)
 
 
-def test_float32_matches_direct_lbfgs(regime, reference32):  # pylint: disable=redefined-outer-name
+def test_float32_matches_direct_lbfgs(regime, reference32):
   v, w = _variables(regime, tf.float32)
   opt = LbfgsOptimizerInterface(_loss(regime, v, w), [v, w],
                                 max_iterations=25)
@@ -183,7 +185,7 @@ def test_float32_matches_direct_lbfgs(regime, reference32):  # pylint: disable=r
   assert result.status == (0 if bool(ref.converged) else 1)
 
 
-def test_float64_option_on_float32_variables(regime, reference64):  # pylint: disable=redefined-outer-name
+def test_float64_option_on_float32_variables(regime, reference64):
   v, w = _variables(regime, tf.float32)
   opt = LbfgsOptimizerInterface(_loss(regime, v, w), [v, w],
                                 max_iterations=25, dtype=tf.float64)
@@ -197,7 +199,7 @@ def test_float64_option_on_float32_variables(regime, reference64):  # pylint: di
   assert v.dtype == tf.float32
 
 
-def test_float32_var_list_subset_matches_scipy(regime):  # pylint: disable=redefined-outer-name
+def test_float32_var_list_subset_matches_scipy(regime):
   v, w = _variables(regime, tf.float32)
   loss = _loss(regime, v, w)
   opt = LbfgsOptimizerInterface(loss, [v], max_iterations=30)
@@ -214,7 +216,7 @@ def test_float32_var_list_subset_matches_scipy(regime):  # pylint: disable=redef
   np.testing.assert_allclose(result.x, reference.x, atol=1e-3)
 
 
-def test_float64_variables(shared, reference64):  # pylint: disable=redefined-outer-name
+def test_float64_variables(shared, reference64):
   result = shared.regime.minimize(shared.opt)
   np.testing.assert_allclose(result.x, reference64.position.numpy(),
                              rtol=1e-10, atol=1e-12)
@@ -223,7 +225,7 @@ def test_float64_variables(shared, reference64):  # pylint: disable=redefined-ou
   assert result.nit == int(reference64.num_iterations)
 
 
-def test_one_iteration_chunks_equal_unchunked(shared, reference64,  # pylint: disable=redefined-outer-name
+def test_one_iteration_chunks_equal_unchunked(shared, reference64,
                                               reference64_3_iterations):
   # A callback makes the default one iteration per compiled call.
   points, held = [], []
@@ -249,7 +251,7 @@ def test_one_iteration_chunks_equal_unchunked(shared, reference64,  # pylint: di
                              rtol=1e-12)
 
 
-def test_chunks_of_four_with_loss_callback(regime, reference64):  # pylint: disable=redefined-outer-name
+def test_chunks_of_four_with_loss_callback(regime, reference64):
   v, w = _variables(regime, tf.float64)
   points, got = [], []
   opt = LbfgsOptimizerInterface(_loss(regime, v, w), [v, w],
@@ -267,7 +269,7 @@ def test_chunks_of_four_with_loss_callback(regime, reference64):  # pylint: disa
   np.testing.assert_allclose(got[-1][1], result.x[:3])
 
 
-def test_progress_callback_reports_the_solver_state(shared):  # pylint: disable=redefined-outer-name
+def test_progress_callback_reports_the_solver_state(shared):
   points, progress = [], []
 
   def on_progress(p):
@@ -293,7 +295,7 @@ def test_progress_callback_reports_the_solver_state(shared):  # pylint: disable=
                                      rel=1e-12)
 
 
-def test_stop_iteration_keeps_that_point(shared):  # pylint: disable=redefined-outer-name
+def test_stop_iteration_keeps_that_point(shared):
   calls = []
 
   def callback(x):
@@ -309,7 +311,7 @@ def test_stop_iteration_keeps_that_point(shared):  # pylint: disable=redefined-o
   np.testing.assert_array_equal(shared.packed(), calls[-1])
 
 
-def test_callback_error_restores_last_point(shared):  # pylint: disable=redefined-outer-name
+def test_callback_error_restores_last_point(shared):
   calls = []
 
   def callback(x):
@@ -322,7 +324,7 @@ def test_callback_error_restores_last_point(shared):  # pylint: disable=redefine
   np.testing.assert_array_equal(shared.packed(), calls[-1])
 
 
-def test_options_passed_and_not_mutated(regime, reference64_options):  # pylint: disable=redefined-outer-name
+def test_options_passed_and_not_mutated(regime, reference64_options):
   v, w = _variables(regime, tf.float64)
   options = {"num_correction_pairs": 3, "max_iterations": 7,
              "tolerance": 0.}
@@ -336,7 +338,7 @@ def test_options_passed_and_not_mutated(regime, reference64_options):  # pylint:
                              reference64_options.position.numpy(), rtol=1e-12)
 
 
-def test_nan_region_never_assigned_and_nan_start_fails(regime):  # pylint: disable=redefined-outer-name
+def test_nan_region_never_assigned_and_nan_start_fails(regime):
   v = regime.variable([0.5, 0.5], dtype=tf.float64)
 
   def loss():
@@ -360,7 +362,7 @@ def test_nan_region_never_assigned_and_nan_start_fails(regime):  # pylint: disab
   np.testing.assert_array_equal(regime.value(v), [2., 2.])
 
 
-def test_bounds_match_lbfgsb_chunked_or_not(regime, reference64_bounded):  # pylint: disable=redefined-outer-name
+def test_bounds_match_lbfgsb_chunked_or_not(regime, reference64_bounded):
   v, w = _variables(regime, tf.float64)
   opt = LbfgsOptimizerInterface(
       _loss(regime, v, w), [v, w],
@@ -385,7 +387,7 @@ def test_bounds_match_lbfgsb_chunked_or_not(regime, reference64_bounded):  # pyl
 
 
 @pytest.mark.parametrize("name", ["equalities", "inequalities"])
-def test_constraints_point_to_scipy(regime, name):  # pylint: disable=redefined-outer-name
+def test_constraints_point_to_scipy(regime, name):
   v, w = _variables(regime)
   with pytest.raises(ValueError, match=name + ".*ScipyOptimizerInterface"):
     LbfgsOptimizerInterface(_loss(regime, v, w), [v, w],
@@ -400,13 +402,13 @@ def test_constraints_point_to_scipy(regime, name):  # pylint: disable=redefined-
     ({"dtype": "nonsense"}, "dtype must be"),
     ({"max_iterations": -1}, "max_iterations.*>= 0.*-1"),
 ])
-def test_bad_options(regime, kwargs, match):  # pylint: disable=redefined-outer-name
+def test_bad_options(regime, kwargs, match):
   v, w = _variables(regime)
   with pytest.raises(ValueError, match=match):
     LbfgsOptimizerInterface(_loss(regime, v, w), [v, w], **kwargs)
 
 
-def test_hessian_estimate_with_bounds_rejected(regime):  # pylint: disable=redefined-outer-name
+def test_hessian_estimate_with_bounds_rejected(regime):
   v, w = _variables(regime)
   with pytest.raises(ValueError, match="initial_inverse_hessian_estimate"):
     LbfgsOptimizerInterface(_loss(regime, v, w), [v, w],
@@ -418,7 +420,7 @@ def test_hessian_estimate_with_bounds_rejected(regime):  # pylint: disable=redef
 
 
 @pytest.mark.slow
-def test_jit_compile_matches(reference64):  # pylint: disable=redefined-outer-name
+def test_jit_compile_matches(reference64):
   # Eager only: XLA (graph mode rejects jit_compile, see test_graph_errors).
   v, w = _variables(Regime("eager"), tf.float64)
   result = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
@@ -429,7 +431,7 @@ def test_jit_compile_matches(reference64):  # pylint: disable=redefined-outer-na
 
 
 @pytest.mark.slow
-def test_compile_update_matches(reference64):  # pylint: disable=redefined-outer-name
+def test_compile_update_matches(reference64):
   # Eager only: counts the XLA calls in the traced tf.function.
   # The option reaches lbfgs_minimize: the solver's update runs under XLA
   # while the loss stays in the graph, on the same path.
@@ -443,7 +445,7 @@ def test_compile_update_matches(reference64):  # pylint: disable=redefined-outer
 
 
 @pytest.mark.parametrize("_shared_problem", ["eager"], indirect=True)
-def test_repeated_minimize_reuses_compiled_function(shared):  # pylint: disable=redefined-outer-name
+def test_repeated_minimize_reuses_compiled_function(shared):
   # Eager only: tf.function reuse (graph mode's counterpart, no new ops, is
   # in test_graph_feed_dict_default_session_and_no_new_ops).
   first = shared.opt.minimize()
@@ -517,7 +519,7 @@ def _graph_problem(use_resource=True, dtype=tf.float64):
 
 @pytest.mark.parametrize("use_resource", [True, False])
 def test_graph_feed_dict_default_session_and_no_new_ops(use_resource,
-                                                         reference64):  # pylint: disable=redefined-outer-name
+                                                         reference64):
   # Graph only: placeholders fed through feed_dict, legacy RefVariables
   # (use_resource=False), the default session and the graph's op count.
   with tf.Graph().as_default():
@@ -525,6 +527,8 @@ def test_graph_feed_dict_default_session_and_no_new_ops(use_resource,
     opt = LbfgsOptimizerInterface(loss, max_iterations=25)
     points, losses = [], []
     init = v1.global_variables_initializer()
+    with pytest.raises(ValueError, match="needs a session"):
+      opt.minimize(feed_dict={target: _TARGET_V})
     with v1.Session() as session:
       session.run(init)
       ops_before = len(session.graph.get_operations())
@@ -547,12 +551,10 @@ def test_graph_feed_dict_default_session_and_no_new_ops(use_resource,
 
 
 def test_graph_errors():
-  # Graph only: the errors of graph-mode arguments.
+  # Graph only: the errors of graph-mode arguments (minimize without a
+  # session: test_graph_feed_dict_default_session_and_no_new_ops).
   with tf.Graph().as_default():
-    v, w, target, loss = _graph_problem()
-    opt = LbfgsOptimizerInterface(loss)
-    with pytest.raises(ValueError, match="needs a session"):
-      opt.minimize(feed_dict={target: _TARGET_V})
+    v, w, _, loss = _graph_problem()
     with pytest.raises(ValueError, match="jit_compile"):
       LbfgsOptimizerInterface(loss, jit_compile=True)
     with pytest.raises(ValueError, match="equalities.*ScipyOptimizerInterface"):
