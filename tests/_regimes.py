@@ -36,12 +36,18 @@ class Regime:
     session: A `tf.compat.v1.Session` on `graph` in graph mode, else None.
   """
 
-  def __init__(self, name):
+  def __init__(self, name, config=None):
+    """Makes a regime; in graph mode a fresh graph and a session on it.
+
+    Args:
+      name: "eager" or "graph".
+      config: Optional `tf.compat.v1.ConfigProto` for the session.
+    """
     if name not in REGIMES:
       raise ValueError("regime must be one of %s; got %r." % (REGIMES, name))
     self.name = name
     self.graph = tf.Graph() if name == "graph" else None
-    self.session = (tf.compat.v1.Session(graph=self.graph)
+    self.session = (tf.compat.v1.Session(graph=self.graph, config=config)
                     if self.graph is not None else None)
 
   def __repr__(self):
@@ -105,12 +111,39 @@ class Regime:
       self.session.close()
 
 
-@pytest.fixture(params=REGIMES)
-def regime(request):
-  """A fresh `Regime` per test ("eager", then "graph"), active throughout."""
-  fresh = Regime(request.param)
-  try:
-    with fresh.active():
-      yield fresh
-  finally:
-    fresh.close()
+def without_grappler():
+  """A session config that skips Grappler's rewrites of the graph.
+
+  Grappler rewrites a graph on its first run; for a whole L-BFGS solve in
+  a graph (thousands of ops) that costs a good part of a second, a few
+  seconds with bounds, and the rewrites must not change results anyway.
+  """
+  config = tf.compat.v1.ConfigProto()
+  config.graph_options.rewrite_options.disable_meta_optimizer = True
+  return config
+
+
+def regime_fixture(config=None):
+  """Makes a `regime` fixture: a fresh `Regime` per test, active throughout.
+
+  Args:
+    config: Optional `tf.compat.v1.ConfigProto` for graph-mode sessions.
+
+  Returns:
+    The fixture, parametrized over `REGIMES`; assign it to `regime` in a
+    test module (or import `regime` for the default session config).
+  """
+
+  @pytest.fixture(params=REGIMES, name="regime")
+  def fixture(request):
+    fresh = Regime(request.param, config)
+    try:
+      with fresh.active():
+        yield fresh
+    finally:
+      fresh.close()
+
+  return fixture
+
+
+regime = regime_fixture()
