@@ -67,6 +67,11 @@ class CountingLoss:
     return self.fn()
 
 
+def rosen_values(regime, points):
+  """`rosen_tf` at each packed point, as NumPy values (through `regime`)."""
+  return regime.value([rosen_tf(tf.constant(p)) for p in points])
+
+
 class MockOptimizerInterface(ExternalOptimizerInterface):
   """Contrib's mock subclass: declares only some arguments plus **kwargs.
 
@@ -83,5 +88,13 @@ class MockOptimizerInterface(ExternalOptimizerInterface):
       loss_grad_func(initial_val)
     for _ in range(self.NUM_STEP_CALLS):
       step_callback(initial_val)
+    _, grad = loss_grad_func(initial_val)
+    return initial_val - grad
+
+
+class StrictSubsetInterface(ExternalOptimizerInterface):
+  """Declares a subset of the arguments and no **kwargs."""
+
+  def _minimize(self, initial_val, loss_grad_func):
     _, grad = loss_grad_func(initial_val)
     return initial_val - grad

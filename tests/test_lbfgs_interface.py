@@ -1,9 +1,12 @@
-"""LbfgsOptimizerInterface: eager, XLA, graph sessions, chunks, bounds, errors.
+"""LbfgsOptimizerInterface: eager and graph sessions, chunks, bounds, errors.
 
 The reference for every solve is a direct `lbfgs_minimize` (or
 `lbfgsb_minimize`) call on the same packed problem: the interface must
-follow exactly that path, whatever the chunking and mode. Graph-mode tests
-build their own `tf.Graph`, so eager mode stays on for the other tests.
+follow exactly that path, whatever the chunking and mode. Tests taking the
+`regime` fixture (or `shared`) run in eager mode and in a TF1 graph session
+(see `tests/_regimes.py`); the few that make sense in one mode only say
+why. Graph-mode tests build their own `tf.Graph`, so eager mode stays on
+for the other tests.
 """
 
 import sys
@@ -16,13 +19,27 @@ import tf_extopt
 from tf_extopt import LbfgsOptimizerInterface
 from tf_extopt import lbfgs_minimize
 from tf_extopt import lbfgsb_minimize
+from tests import _regimes
+from tests._regimes import REGIMES
+from tests._regimes import Regime
 from tests._tracing_helpers import xla_compiled_calls
 
+# pylint: disable=redefined-outer-name
+
 v1 = tf.compat.v1
+
+# The regime cases' graph sessions skip Grappler, which costs 0.3 s per
+# solver graph (1.6 s with bounds); the graph-only tests at the end keep the
+# default session config, so the interface is run under Grappler too.
+_SESSION_CONFIG = _regimes.without_grappler()
+regime = _regimes.regime_fixture(_SESSION_CONFIG)
 
 _START_V = np.array([3., -2., 1.5])
 _START_W = np.array([[1., 2.], [-.5, .25]])
 _TARGET_V = np.array([1., -1., 0.5])
+# `var_to_bounds` of the bounded problem, and the same bounds packed.
+_LOWER = np.array([1.2] * 3 + [-np.inf] * 4)
+_UPPER = np.array([np.inf] * 3 + [0.5] * 4)
 
 
 def _loss_terms(v, w):
@@ -35,42 +52,51 @@ def _loss_terms(v, w):
           + 0.5 * tf.reduce_sum(v[:2] * tf.reshape(w[0], [2])) ** 2)
 
 
-def _packed_objective(dtype):
-  """The same problem as a function of the packed point [v, w.ravel()]."""
+def _packed_objective(x):
+  """The same problem as a function of the packed point [v, w.ravel()].
 
-  def fn(x):
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      v, w = x[:3], tf.reshape(x[3:], [2, 2])
-      loss = _loss_terms(v, w)
-    return loss, tape.gradient(loss, x)
-
-  del dtype
-  return fn
+  One function object for every direct reference solve, so those that only
+  differ in tensor-valued options (`max_iterations`) share one trace.
+  """
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    v, w = x[:3], tf.reshape(x[3:], [2, 2])
+    loss = _loss_terms(v, w)
+  return loss, tape.gradient(loss, x)
 
 
 def _x0(dtype=np.float64):
   return np.concatenate([_START_V, _START_W.ravel()]).astype(dtype)
 
 
-def _variables(dtype=tf.float32):
-  v = tf.Variable(_START_V, dtype=dtype, name="v")
-  w = tf.Variable(_START_W, dtype=dtype, name="w")
+def _variables(regime, dtype=tf.float32):
+  v = regime.variable(_START_V, dtype=dtype, name="v")
+  w = regime.variable(_START_W, dtype=dtype, name="w")
   return v, w
 
 
+def _loss(regime, v, w):
+  return regime.tensor(lambda: _loss_terms(v, w))
+
+
 def _reference(dtype, max_iterations=25, bounds=None, **options):
-  fn = _packed_objective(dtype)
+  # Module fixtures run before a test's graph becomes the default one.
+  assert tf.executing_eagerly()
   x0 = tf.constant(_x0(dtype.as_numpy_dtype))
   if bounds is not None:
-    return lbfgsb_minimize(fn, x0, lower_bounds=bounds[0],
+    return lbfgsb_minimize(_packed_objective, x0, lower_bounds=bounds[0],
                            upper_bounds=bounds[1],
                            max_iterations=max_iterations, **options)
-  return lbfgs_minimize(fn, x0, max_iterations=max_iterations, **options)
+  return lbfgs_minimize(_packed_objective, x0, max_iterations=max_iterations,
+                        **options)
 
 
-def _packed(v, w):
-  return np.concatenate([v.numpy().ravel(), w.numpy().ravel()])
+def _packed(regime, v, w):
+  v_value, w_value = regime.value([v, w])
+  return np.concatenate([v_value.ravel(), w_value.ravel()])
+
+
+# References shared by both regimes (a direct solve costs a trace).
 
 
 @pytest.fixture(scope="module")
@@ -83,50 +109,81 @@ def reference64():
   return _reference(tf.float64)
 
 
-class _Shared:
-  """One float64 problem and optimizer, reset before each use.
-
-  Tracing the solver costs seconds, so tests that only differ in how they
-  call `minimize` share one instance (which is also what users do).
-  """
-
-  def __init__(self):
-    self.v, self.w = _variables(tf.float64)
-    self.opt = LbfgsOptimizerInterface(
-        lambda: _loss_terms(self.v, self.w), [self.v, self.w],
-        max_iterations=25)
-
-  def reset(self):
-    self.v.assign(_START_V)
-    self.w.assign(_START_W)
-    return self
+@pytest.fixture(scope="module")
+def reference64_3_iterations():
+  return _reference(tf.float64, max_iterations=3)
 
 
 @pytest.fixture(scope="module")
-def shared():
-  return _Shared()
+def reference64_options():
+  return _reference(tf.float64, max_iterations=7, num_correction_pairs=3,
+                    tolerance=0.)
 
 
-# --- Eager mode -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reference64_bounded():
+  return _reference(tf.float64, bounds=(_LOWER, _UPPER))
+
+
+class _Shared:
+  """One float64 problem and optimizer per regime, reset before each use.
+
+  Tracing (or, in graph mode, building) the solver costs seconds, so tests
+  that only differ in how they call `minimize` share one instance (which is
+  also what users do).
+  """
+
+  def __init__(self, regime):
+    self.regime = regime
+    with regime.active():
+      self.v, self.w = _variables(regime, tf.float64)
+      self.opt = LbfgsOptimizerInterface(_loss(regime, self.v, self.w),
+                                         [self.v, self.w], max_iterations=25)
+
+  def reset(self):
+    self.regime.assign(self.v, _START_V)
+    self.regime.assign(self.w, _START_W)
+    return self
+
+  def packed(self):
+    return _packed(self.regime, self.v, self.w)
+
+
+@pytest.fixture(scope="module", params=REGIMES)
+def _shared_problem(request):
+  problem = _Shared(Regime(request.param, _SESSION_CONFIG))
+  yield problem
+  problem.regime.close()
+
+
+@pytest.fixture
+def shared(_shared_problem):
+  """The regime's `_Shared`, reset, with its regime active for the test."""
+  with _shared_problem.regime.active():
+    yield _shared_problem.reset()
+
+
+# --- Both regimes ---------------------------------------------------------------
 
 
 def test_exported():
+  # No regime: only the package's exports.
   assert tf_extopt.LbfgsOptimizerInterface is LbfgsOptimizerInterface
   assert "LbfgsOptimizerInterface" in tf_extopt.__all__
   assert issubclass(LbfgsOptimizerInterface,
                     tf_extopt.ExternalOptimizerInterface)
 
 
-def test_float32_matches_direct_lbfgs(reference32):
-  v, w = _variables(tf.float32)
-  opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
+def test_float32_matches_direct_lbfgs(regime, reference32):
+  v, w = _variables(regime, tf.float32)
+  opt = LbfgsOptimizerInterface(_loss(regime, v, w), [v, w],
                                 max_iterations=25)
   assert opt.dtype == tf.float32
-  result = opt.minimize()
+  result = regime.minimize(opt)
   ref = reference32
   np.testing.assert_allclose(result.x, ref.position.numpy(), rtol=1e-6,
                              atol=1e-6)
-  np.testing.assert_allclose(_packed(v, w), result.x, rtol=1e-6)
+  np.testing.assert_allclose(_packed(regime, v, w), result.x, rtol=1e-6)
   assert result.nit == int(ref.num_iterations)
   assert result.nfev == int(ref.num_objective_evaluations)
   assert result.fun == pytest.approx(float(ref.objective_value), rel=1e-6)
@@ -134,12 +191,12 @@ def test_float32_matches_direct_lbfgs(reference32):
   assert result.status == (0 if bool(ref.converged) else 1)
 
 
-def test_float64_option_on_float32_variables(reference64):
-  v, w = _variables(tf.float32)
-  opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
+def test_float64_option_on_float32_variables(regime, reference64):
+  v, w = _variables(regime, tf.float32)
+  opt = LbfgsOptimizerInterface(_loss(regime, v, w), [v, w],
                                 max_iterations=25, dtype=tf.float64)
   assert opt.dtype == tf.float64
-  result = opt.minimize()
+  result = regime.minimize(opt)
   assert result.lbfgs_results.position.dtype == np.float64
   # The loss is computed in float32, so the path only follows the float64
   # reference approximately; the optimum is the same.
@@ -148,23 +205,42 @@ def test_float64_option_on_float32_variables(reference64):
   assert v.dtype == tf.float32
 
 
+def test_float32_var_list_subset_matches_scipy(regime):
+  v, w = _variables(regime, tf.float32)
+  loss = _loss(regime, v, w)
+  opt = LbfgsOptimizerInterface(loss, [v], max_iterations=30)
+  assert opt.dtype == tf.float32
+  scipy_opt = tf_extopt.ScipyOptimizerInterface(
+      loss, [v], options={"gtol": 1e-10, "ftol": 0})
+  result = regime.minimize(opt)
+  w_after = regime.value(w)
+  regime.assign(v, _START_V)
+  reference = regime.minimize(scipy_opt)
+  np.testing.assert_array_equal(w_after, _START_W.astype(np.float32))
+  assert result.x.shape == (3,)
+  assert result.fun == pytest.approx(reference.fun, rel=1e-5)
+  np.testing.assert_allclose(result.x, reference.x, atol=1e-3)
+
+
 def test_float64_variables(shared, reference64):
-  result = shared.reset().opt.minimize()
+  result = shared.regime.minimize(shared.opt)
   np.testing.assert_allclose(result.x, reference64.position.numpy(),
                              rtol=1e-10, atol=1e-12)
+  np.testing.assert_array_equal(shared.packed(), result.x)
   assert result.nfev == int(reference64.num_objective_evaluations)
   assert result.nit == int(reference64.num_iterations)
 
 
-def test_one_iteration_chunks_equal_unchunked(shared, reference64):
+def test_one_iteration_chunks_equal_unchunked(shared, reference64,
+                                              reference64_3_iterations):
   # A callback makes the default one iteration per compiled call.
   points, held = [], []
 
   def callback(x):
     points.append(x)
-    held.append(_packed(shared.v, shared.w))
+    held.append(shared.packed())
 
-  result = shared.reset().opt.minimize(step_callback=callback)
+  result = shared.regime.minimize(shared.opt, step_callback=callback)
   ref = reference64
   np.testing.assert_allclose(result.x, ref.position.numpy(), rtol=1e-12,
                              atol=1e-14)
@@ -176,17 +252,18 @@ def test_one_iteration_chunks_equal_unchunked(shared, reference64):
     assert x.dtype == np.float64
     np.testing.assert_array_equal(x, h)  # Variables hold the given point.
   # Each point is the one a direct run with that many iterations reaches.
-  ref3 = _reference(tf.float64, max_iterations=3)
-  np.testing.assert_allclose(points[2], ref3.position.numpy(), rtol=1e-12)
+  np.testing.assert_allclose(points[2],
+                             reference64_3_iterations.position.numpy(),
+                             rtol=1e-12)
 
 
-def test_chunks_of_four_with_loss_callback(reference64):
-  v, w = _variables(tf.float64)
+def test_chunks_of_four_with_loss_callback(regime, reference64):
+  v, w = _variables(regime, tf.float64)
   points, got = [], []
-  opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
+  opt = LbfgsOptimizerInterface(_loss(regime, v, w), [v, w],
                                 max_iterations=25, iterations_per_call=4)
-  result = opt.minimize(
-      step_callback=points.append, fetches=[lambda: _loss_terms(v, w), v],
+  result = regime.minimize(
+      opt, step_callback=points.append, fetches=[_loss(regime, v, w), v],
       loss_callback=lambda loss, v_value: got.append((loss, v_value)))
   ref = reference64
   np.testing.assert_allclose(result.x, ref.position.numpy(), rtol=1e-12,
@@ -206,8 +283,8 @@ def test_progress_callback_reports_the_solver_state(shared):
     if len(progress) == 4:
       raise StopIteration
 
-  result = shared.reset().opt.minimize(step_callback=points.append,
-                                       progress_callback=on_progress)
+  result = shared.regime.minimize(shared.opt, step_callback=points.append,
+                                  progress_callback=on_progress)
   assert result.status == 99 and len(progress) == 4 == result.nit
   assert [p.nit for p in progress] == [1, 2, 3, 4]
   for p, x in zip(progress, points):
@@ -220,7 +297,8 @@ def test_progress_callback_reports_the_solver_state(shared):
   expected = _loss_terms(tf.constant(points[-1][:v_size].reshape(
       shared.v.shape)), tf.constant(points[-1][v_size:].reshape(
           shared.w.shape)))
-  assert result.fun == pytest.approx(float(expected), rel=1e-12)
+  assert result.fun == pytest.approx(float(shared.regime.value(expected)),
+                                     rel=1e-12)
 
 
 def test_stop_iteration_keeps_that_point(shared):
@@ -231,12 +309,12 @@ def test_stop_iteration_keeps_that_point(shared):
     if len(calls) == 3:
       raise StopIteration
 
-  result = shared.reset().opt.minimize(step_callback=callback)
+  result = shared.regime.minimize(shared.opt, step_callback=callback)
   assert result.status == 99 and not result.success
   assert "StopIteration" in result.message
   assert len(calls) == 3
   np.testing.assert_array_equal(result.x, calls[-1])
-  np.testing.assert_array_equal(_packed(shared.v, shared.w), calls[-1])
+  np.testing.assert_array_equal(shared.packed(), calls[-1])
 
 
 def test_callback_error_restores_last_point(shared):
@@ -248,13 +326,109 @@ def test_callback_error_restores_last_point(shared):
       raise RuntimeError("boom")
 
   with pytest.raises(RuntimeError, match="boom"):
-    shared.reset().opt.minimize(step_callback=callback)
-  np.testing.assert_array_equal(_packed(shared.v, shared.w), calls[-1])
+    shared.regime.minimize(shared.opt, step_callback=callback)
+  np.testing.assert_array_equal(shared.packed(), calls[-1])
+
+
+def test_options_passed_and_not_mutated(regime, reference64_options):
+  v, w = _variables(regime, tf.float64)
+  options = {"num_correction_pairs": 3, "max_iterations": 7,
+             "tolerance": 0.}
+  snapshot = dict(options)
+  opt = LbfgsOptimizerInterface(_loss(regime, v, w), [v, w], **options)
+  result = regime.minimize(opt)
+  assert options == snapshot
+  assert result.nit == 7
+  assert result.lbfgs_results.position_deltas.shape == (3, 7)
+  np.testing.assert_allclose(result.x,
+                             reference64_options.position.numpy(), rtol=1e-12)
+
+
+def test_nan_region_never_assigned_and_nan_start_fails(regime):
+  v = regime.variable([0.5, 0.5], dtype=tf.float64)
+
+  def loss():
+    # NaN outside the unit disc; the minimum (1, 1) of the quadratic lies
+    # outside, so L-BFGS keeps running into the NaN region.
+    base = tf.reduce_sum(tf.square(v - 1.))
+    return base + tf.sqrt(1. - tf.reduce_sum(tf.square(v)))
+
+  opt = LbfgsOptimizerInterface(regime.tensor(loss), [v], max_iterations=30)
+  result = regime.minimize(opt)
+  assert np.isfinite(regime.value(v)).all()
+  assert np.isfinite(result.fun)
+  # The loss at the start, (0.5 - 1)**2 * 2 + sqrt(0.5), in NumPy.
+  assert result.fun <= (np.sum(np.square(np.array([0.5, 0.5]) - 1.))
+                        + np.sqrt(0.5))
+  # A start in the NaN region fails and leaves the variables there (the
+  # same optimizer: building one costs a second).
+  regime.assign(v, [2., 2.])
+  result = regime.minimize(opt)
+  assert result.status == 2 and not result.success
+  np.testing.assert_array_equal(regime.value(v), [2., 2.])
+
+
+def test_bounds_match_lbfgsb_chunked_or_not(regime, reference64_bounded):
+  v, w = _variables(regime, tf.float64)
+  opt = LbfgsOptimizerInterface(
+      _loss(regime, v, w), [v, w],
+      var_to_bounds={v.ref(): (1.2, None), w.ref(): (None, [[0.5, 0.5],
+                                                             [0.5, 0.5]])},
+      max_iterations=25)
+  result = regime.minimize(opt)
+  assert (result.x >= _LOWER).all() and (result.x <= _UPPER).all()
+  ref = reference64_bounded
+  np.testing.assert_allclose(result.x, ref.position.numpy(), rtol=1e-10,
+                             atol=1e-12)
+  assert result.nfev == int(ref.num_objective_evaluations)
+  regime.assign(v, _START_V)
+  regime.assign(w, _START_W)
+  points = []
+  chunked = regime.minimize(opt, step_callback=points.append)
+  assert len(points) == chunked.nit
+  np.testing.assert_allclose(chunked.x, result.x, rtol=1e-12, atol=1e-14)
+
+
+# --- Errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["equalities", "inequalities"])
+def test_constraints_point_to_scipy(regime, name):
+  v, w = _variables(regime)
+  with pytest.raises(ValueError, match=name + ".*ScipyOptimizerInterface"):
+    LbfgsOptimizerInterface(_loss(regime, v, w), [v, w],
+                            **{name: [regime.tensor(lambda: v[0])]})
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"maxiter": 3}, "unknown option.*maxiter"),
+    ({"method": "L-BFGS-B"}, "unknown option.*method"),
+    ({"iterations_per_call": 0}, "iterations_per_call.*>= 1.*0"),
+    ({"dtype": tf.int32}, "dtype must be.*float"),
+    ({"dtype": tf.float16}, "dtype must be.*got float16"),
+    ({"max_iterations": -1}, "max_iterations.*>= 0.*-1"),
+])
+def test_bad_options(regime, kwargs, match):
+  v, w = _variables(regime)
+  with pytest.raises(ValueError, match=match):
+    LbfgsOptimizerInterface(_loss(regime, v, w), [v, w], **kwargs)
+
+
+def test_hessian_estimate_with_bounds_rejected(regime):
+  v, w = _variables(regime)
+  with pytest.raises(ValueError, match="initial_inverse_hessian_estimate"):
+    LbfgsOptimizerInterface(_loss(regime, v, w), [v, w],
+                            var_to_bounds=[(v, (0., 1.))],
+                            initial_inverse_hessian_estimate=tf.ones([7]))
+
+
+# --- Eager only -----------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_jit_compile_matches(reference64):
-  v, w = _variables(tf.float64)
+  # Eager only: XLA (graph mode rejects jit_compile, see test_graph_errors).
+  v, w = _variables(Regime("eager"), tf.float64)
   result = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
                                    max_iterations=25,
                                    jit_compile=True).minimize()
@@ -264,9 +438,10 @@ def test_jit_compile_matches(reference64):
 
 @pytest.mark.slow
 def test_compile_update_matches(reference64):
+  # Eager only: counts the XLA calls in the traced tf.function.
   # The option reaches lbfgs_minimize: the solver's update runs under XLA
   # while the loss stays in the graph, on the same path.
-  v, w = _variables(tf.float64)
+  v, w = _variables(Regime("eager"), tf.float64)
   opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
                                 max_iterations=25, compile_update=True)
   result = opt.minimize()
@@ -275,30 +450,19 @@ def test_compile_update_matches(reference64):
                              rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("_shared_problem", ["eager"], indirect=True)
 def test_repeated_minimize_reuses_compiled_function(shared):
-  first = shared.reset().opt.minimize()
+  # Eager only: tf.function reuse (graph mode's counterpart, no new ops, is
+  # in test_graph_feed_dict_default_session_and_no_new_ops).
+  first = shared.opt.minimize()
   compiled = shared.opt._resume.concrete_function  # pylint: disable=protected-access
   second = shared.opt.minimize()  # Continues from where the first ended.
   assert shared.opt._resume.concrete_function is compiled  # pylint: disable=protected-access
   assert second.fun <= first.fun
 
 
-def test_options_passed_and_not_mutated():
-  v, w = _variables(tf.float64)
-  options = {"num_correction_pairs": 3, "max_iterations": 7,
-             "tolerance": 0.}
-  snapshot = dict(options)
-  opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w], **options)
-  result = opt.minimize()
-  assert options == snapshot
-  assert result.nit == 7
-  assert result.lbfgs_results.position_deltas.shape == (3, 7)
-  ref = _reference(tf.float64, max_iterations=7, num_correction_pairs=3,
-                   tolerance=0.)
-  np.testing.assert_allclose(result.x, ref.position.numpy(), rtol=1e-12)
-
-
 def test_keras_model_matches_packed_reference():
+  # Eager only: Keras 3 models are TF2 objects.
   keras = pytest.importorskip("keras")
   keras.utils.set_random_seed(1)
   rng = np.random.default_rng(0)
@@ -333,92 +497,9 @@ def test_keras_model_matches_packed_reference():
   assert float(loss_fn()) == pytest.approx(result.fun, rel=1e-5)
 
 
-def test_nan_region_never_assigned():
-  v = tf.Variable([0.5, 0.5], dtype=tf.float64)
-
-  def loss():
-    # NaN outside the unit disc; the minimum (1, 1) of the quadratic lies
-    # outside, so L-BFGS keeps running into the NaN region.
-    base = tf.reduce_sum(tf.square(v - 1.))
-    return base + tf.sqrt(1. - tf.reduce_sum(tf.square(v)))
-
-  result = LbfgsOptimizerInterface(loss, [v], max_iterations=30).minimize()
-  assert np.isfinite(v.numpy()).all()
-  assert np.isfinite(result.fun)
-  assert result.fun <= float(
-      tf.reduce_sum(tf.square(tf.constant([0.5, 0.5], tf.float64) - 1.))
-      + np.sqrt(0.5))
-
-
-def test_nan_start_fails_and_keeps_variables():
-  v = tf.Variable([2., 2.], dtype=tf.float64)
-  result = LbfgsOptimizerInterface(
-      lambda: tf.sqrt(1. - tf.reduce_sum(v ** 2)), [v]).minimize()
-  assert result.status == 2 and not result.success
-  np.testing.assert_array_equal(v.numpy(), [2., 2.])
-
-
-# --- Bounds ---------------------------------------------------------------------
-
-
-def test_bounds_match_lbfgsb_chunked_or_not():
-  v, w = _variables(tf.float64)
-  opt = LbfgsOptimizerInterface(
-      lambda: _loss_terms(v, w), [v, w],
-      var_to_bounds={v.ref(): (1.2, None), w.ref(): (None, [[0.5, 0.5],
-                                                             [0.5, 0.5]])},
-      max_iterations=25)
-  result = opt.minimize()
-  lower = np.array([1.2] * 3 + [-np.inf] * 4)
-  upper = np.array([np.inf] * 3 + [0.5] * 4)
-  assert (result.x >= lower).all() and (result.x <= upper).all()
-  ref = _reference(tf.float64, bounds=(lower, upper))
-  np.testing.assert_allclose(result.x, ref.position.numpy(), rtol=1e-10,
-                             atol=1e-12)
-  assert result.nfev == int(ref.num_objective_evaluations)
-  v.assign(_START_V)
-  w.assign(_START_W)
-  points = []
-  chunked = opt.minimize(step_callback=points.append)
-  assert len(points) == chunked.nit
-  np.testing.assert_allclose(chunked.x, result.x, rtol=1e-12, atol=1e-14)
-
-
-# --- Errors -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["equalities", "inequalities"])
-def test_constraints_point_to_scipy(name):
-  v, w = _variables()
-  with pytest.raises(ValueError, match=name + ".*ScipyOptimizerInterface"):
-    LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
-                            **{name: [lambda: v[0]]})
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    ({"maxiter": 3}, "unknown option.*maxiter"),
-    ({"method": "L-BFGS-B"}, "unknown option.*method"),
-    ({"iterations_per_call": 0}, "iterations_per_call.*>= 1.*0"),
-    ({"dtype": tf.int32}, "dtype must be.*float"),
-    ({"dtype": tf.float16}, "dtype must be.*got float16"),
-    ({"max_iterations": -1}, "max_iterations.*>= 0.*-1"),
-])
-def test_bad_options(kwargs, match):
-  v, w = _variables()
-  with pytest.raises(ValueError, match=match):
-    LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w], **kwargs)
-
-
-def test_hessian_estimate_with_bounds_rejected():
-  v, w = _variables()
-  with pytest.raises(ValueError, match="initial_inverse_hessian_estimate"):
-    LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w],
-                            var_to_bounds=[(v, (0., 1.))],
-                            initial_inverse_hessian_estimate=tf.ones([7]))
-
-
 def test_eager_call_errors():
-  v, w = _variables()
+  # Eager only: the errors of eager-mode arguments.
+  v, w = _variables(Regime("eager"))
   opt = LbfgsOptimizerInterface(lambda: _loss_terms(v, w), [v, w])
   with pytest.raises(ValueError, match="session"):
     opt.minimize(session=object())
@@ -428,7 +509,7 @@ def test_eager_call_errors():
     LbfgsOptimizerInterface(lambda: _loss_terms(v, w))
 
 
-# --- Graph mode -----------------------------------------------------------------
+# --- Graph only -----------------------------------------------------------------
 
 
 def _graph_problem(use_resource=True, dtype=tf.float64):
@@ -443,67 +524,43 @@ def _graph_problem(use_resource=True, dtype=tf.float64):
 
 
 @pytest.mark.parametrize("use_resource", [True, False])
-def test_graph_session_matches_reference(use_resource, reference64):
+def test_graph_feed_dict_default_session_and_no_new_ops(use_resource,
+                                                         reference64):
+  # Graph only: placeholders fed through feed_dict, legacy RefVariables
+  # (use_resource=False), the default session and the graph's op count.
   with tf.Graph().as_default():
     v, w, target, loss = _graph_problem(use_resource)
     opt = LbfgsOptimizerInterface(loss, max_iterations=25)
+    points, losses = [], []
+    init = v1.global_variables_initializer()
+    with pytest.raises(ValueError, match="needs a session"):
+      opt.minimize(feed_dict={target: _TARGET_V})
     with v1.Session() as session:
-      session.run(v1.global_variables_initializer())
-      result = opt.minimize(session, feed_dict={target: _TARGET_V})
+      session.run(init)
+      ops_before = len(session.graph.get_operations())
+      whole = opt.minimize(session, feed_dict={target: _TARGET_V})
       held = np.concatenate([session.run(v).ravel(),
                              session.run(w).ravel()])
-  np.testing.assert_allclose(result.x, reference64.position.numpy(),
-                             rtol=1e-10, atol=1e-12)
-  np.testing.assert_array_equal(held, result.x)
-  assert result.nfev == int(reference64.num_objective_evaluations)
-
-
-def test_graph_chunks_and_callbacks():
-  with tf.Graph().as_default():
-    v, w, target, loss = _graph_problem()
-    opt = LbfgsOptimizerInterface(loss, max_iterations=25,
-                                  iterations_per_call=2)
-    points, losses = [], []
-    with v1.Session() as session:
-      session.run(v1.global_variables_initializer())
-      ops_before = len(session.graph.get_operations())
+      session.run(init)
       with session.as_default():
         chunked = opt.minimize(feed_dict={target: _TARGET_V},
                                fetches=[loss], step_callback=points.append,
                                loss_callback=losses.append)
       assert len(session.graph.get_operations()) == ops_before
-      session.run(v1.global_variables_initializer())
-      whole = opt.minimize(session, feed_dict={target: _TARGET_V})
+  np.testing.assert_allclose(whole.x, reference64.position.numpy(),
+                             rtol=1e-10, atol=1e-12)
+  np.testing.assert_array_equal(held, whole.x)
+  assert whole.nfev == int(reference64.num_objective_evaluations)
   np.testing.assert_allclose(chunked.x, whole.x, rtol=1e-12, atol=1e-14)
-  assert len(points) == len(losses) == -(-chunked.nit // 2)
+  assert len(points) == len(losses) == chunked.nit
   assert losses[-1] == pytest.approx(chunked.fun, rel=1e-12)
 
 
-def test_graph_float32_and_var_list_subset():
-  with tf.Graph().as_default():
-    v, w, target, loss = _graph_problem(dtype=tf.float32)
-    opt = LbfgsOptimizerInterface(loss, var_list=[v], max_iterations=30)
-    assert opt.dtype == tf.float32
-    scipy_opt = tf_extopt.ScipyOptimizerInterface(
-        loss, var_list=[v], options={"gtol": 1e-10, "ftol": 0})
-    with v1.Session() as session:
-      session.run(v1.global_variables_initializer())
-      result = opt.minimize(session, feed_dict={target: _TARGET_V})
-      w_after = session.run(w)
-      session.run(v1.global_variables_initializer())
-      reference = scipy_opt.minimize(session, feed_dict={target: _TARGET_V})
-  np.testing.assert_array_equal(w_after, _START_W.astype(np.float32))
-  assert result.x.shape == (3,)
-  assert result.fun == pytest.approx(reference.fun, rel=1e-5)
-  np.testing.assert_allclose(result.x, reference.x, atol=1e-3)
-
-
 def test_graph_errors():
+  # Graph only: the errors of graph-mode arguments (minimize without a
+  # session: test_graph_feed_dict_default_session_and_no_new_ops).
   with tf.Graph().as_default():
-    v, w, target, loss = _graph_problem()
-    opt = LbfgsOptimizerInterface(loss)
-    with pytest.raises(ValueError, match="needs a session"):
-      opt.minimize(feed_dict={target: _TARGET_V})
+    v, w, _, loss = _graph_problem()
     with pytest.raises(ValueError, match="jit_compile"):
       LbfgsOptimizerInterface(loss, jit_compile=True)
     with pytest.raises(ValueError, match="equalities.*ScipyOptimizerInterface"):
@@ -516,6 +573,7 @@ def test_graph_errors():
 
 @pytest.mark.slow  # Hundreds of ops imported into the loop: ~1 min on 2 busy cores.
 def test_graph_deeper_than_the_recursion_limit():
+  # Graph only: the walk from a loss Tensor back to its variables.
   depth = 600
   with tf.Graph().as_default():
     v = v1.Variable([3., -2.], dtype=tf.float64, use_resource=True)

@@ -1,35 +1,24 @@
-"""ScipyOptimizerInterface under a real graph-mode tf.compat.v1.Session.
+"""ScipyOptimizerInterface: what only a graph-mode tf.compat.v1.Session has.
 
-Contrib's test matrix (mock subclass, Rosenbrock over nine methods, SLSQP
-with constraints, bounds, callbacks, `method` kept) plus feed_dict,
-var_list subsets, run_kwargs, no-new-ops, logging and failure semantics.
-Every test builds its own `tf.Graph`, so eager mode stays on for the other
-test files in the same process.
+The default var_list (the trainable-variables collection), variables as
+`var_to_bounds` keys, feed_dict, the default session, no new ops, run_kwargs,
+graph-mode errors, callable losses built once, and a whole TF1 program with
+v2 behaviour disabled. Everything both modes share runs in both regimes in
+`test_scipy_interface.py`. Every test builds its own `tf.Graph`, so eager
+mode stays on for the other test files in the same process.
 """
-
-import logging
-from unittest import mock
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests import _scipy_interface_helpers as helpers
-from tf_extopt import ExternalOptimizerInterface
 from tf_extopt import ScipyOptimizerInterface
 
 v1 = tf.compat.v1
 
 
 MockOptimizerInterface = helpers.MockOptimizerInterface
-
-
-class StrictSubsetInterface(ExternalOptimizerInterface):
-  """Declares a subset of the arguments and no **kwargs."""
-
-  def _minimize(self, initial_val, loss_grad_func):
-    _, grad = loss_grad_func(initial_val)
-    return initial_val - grad
 
 
 def _quadratic_graph(dtype=tf.float32):
@@ -45,8 +34,9 @@ def _quadratic_graph(dtype=tf.float32):
 
 
 @pytest.mark.parametrize("cls", [MockOptimizerInterface,
-                                 StrictSubsetInterface])
-def test_mock_unpacks_scalar_vector_matrix(cls):
+                                 helpers.StrictSubsetInterface])
+def test_var_list_defaults_to_trainable_variables(cls):
+  # Graph only: eager mode requires var_list.
   with helpers.graph_session() as (_, sess):
     scalar, vector, matrix, loss = _quadratic_graph()
     optimizer = cls(loss)
@@ -61,80 +51,8 @@ def test_mock_unpacks_scalar_vector_matrix(cls):
                                atol=1e-6)
 
 
-def test_mock_callback_counts():
-  with helpers.graph_session() as (_, sess):
-    vector = v1.Variable([7., -2.], name="vector")
-    loss = tf.reduce_sum(tf.square(vector)) / 2.
-    optimizer = MockOptimizerInterface(loss)
-    sess.run(v1.global_variables_initializer())
-    initial = sess.run(vector)
-    step_callback = mock.Mock()
-    loss_callback = mock.Mock()
-    optimizer.minimize(sess, fetches=[loss], step_callback=step_callback,
-                       loss_callback=loss_callback)
-    loss_val = float((initial ** 2).sum() / 2.)
-    # Two explicit evaluations plus the one computing the returned point.
-    assert loss_callback.call_count == MockOptimizerInterface.NUM_LOSS_CALLS + 1
-    loss_callback.assert_has_calls([mock.call(loss_val)] *
-                                   MockOptimizerInterface.NUM_LOSS_CALLS)
-    assert step_callback.call_count == MockOptimizerInterface.NUM_STEP_CALLS
-    np.testing.assert_allclose(step_callback.call_args[0][0], initial)
-
-
-def test_base_class_minimize_raises_not_implemented():
-  with helpers.graph_session() as (_, sess):
-    vector = v1.Variable([7., -2.], name="vector")
-    optimizer = ExternalOptimizerInterface(tf.reduce_sum(vector))
-    sess.run(v1.global_variables_initializer())
-    with pytest.raises(NotImplementedError, match="subclass"):
-      optimizer.minimize(sess)
-    np.testing.assert_array_equal(sess.run(vector), [7., -2.])
-
-
-@pytest.mark.parametrize("method,options,tol_scipy,tol_opt,dimension",
-                         helpers.METHOD_CASES, ids=helpers.METHOD_IDS)
-def test_rosenbrock_methods_match_scipy(method, options, tol_scipy, tol_opt,
-                                        dimension):
-  expected = helpers.scipy_reference(method, options, dimension)
-  with helpers.graph_session() as (_, sess):
-    x = v1.Variable(np.zeros(dimension), dtype=tf.float64, name="x")
-    kwargs = {} if method == "L-BFGS-B" else {"method": method}
-    optimizer = ScipyOptimizerInterface(helpers.rosen_tf(x), options=options,
-                                        **kwargs)
-    sess.run(v1.global_variables_initializer())
-    result = optimizer.minimize(sess)
-    np.testing.assert_allclose(sess.run(x), expected.x, atol=tol_scipy)
-    np.testing.assert_allclose(sess.run(x), np.ones(dimension), atol=tol_opt)
-    # Rounding differs (TF vs NumPy formulas), so trajectories may part
-    # ways; the interface must still not cost SciPy extra evaluations.
-    assert result.nfev <= 2 * expected.nfev
-    np.testing.assert_allclose(result.x, sess.run(x))
-
-
-def test_rosenbrock_float32_default_method():
-  with helpers.graph_session() as (_, sess):
-    x = v1.Variable(np.zeros(5), dtype=tf.float32, name="x")
-    optimizer = ScipyOptimizerInterface(helpers.rosen_tf(x))
-    sess.run(v1.global_variables_initializer())
-    optimizer.minimize(sess)
-    assert sess.run(x).dtype == np.float32
-    np.testing.assert_allclose(sess.run(x), np.ones(5), atol=1e-3)
-
-
-def test_slsqp_equality_and_inequality():
-  with helpers.graph_session() as (_, sess):
-    vector = v1.Variable([7., 7.], name="vector")
-    loss = tf.reduce_sum(tf.square(vector))
-    optimizer = ScipyOptimizerInterface(
-        loss, equalities=[vector[1] - 1.], inequalities=[vector[0] - 1.],
-        method="SLSQP")
-    sess.run(v1.global_variables_initializer())
-    result = optimizer.minimize(sess)
-    assert result.success
-    np.testing.assert_allclose(sess.run(vector), [1., 1.], atol=1e-5)
-
-
 def test_scalar_bounds():
+  # Graph only: TF1 variables are dict keys (TF2 ones need `.ref()`).
   with helpers.graph_session() as (_, sess):
     vector = v1.Variable([7., 7.], name="vector")
     loss = tf.reduce_sum(tf.square(vector))
@@ -146,6 +64,7 @@ def test_scalar_bounds():
 
 
 def test_vector_bounds_with_none_entries():
+  # Graph only: TF1 variables are dict keys (TF2 ones need `.ref()`).
   with helpers.graph_session() as (_, sess):
     vector = v1.Variable([7., 7.], name="vector")
     loss = tf.reduce_sum(tf.square(vector))
@@ -157,45 +76,8 @@ def test_vector_bounds_with_none_entries():
     assert bounds[vector] == ([None, 2.], None)
 
 
-def test_method_kept_and_options_not_mutated():
-  with helpers.graph_session() as (_, sess):
-    vector = v1.Variable([7., 7.], name="vector")
-    loss = tf.reduce_sum(tf.square(vector))
-    options = {"maxiter": 100}
-    optimizer = ScipyOptimizerInterface(loss, method="SLSQP", options=options)
-    sess.run(v1.global_variables_initializer())
-    optimizer.minimize(sess)
-    optimizer.minimize(sess)
-    assert optimizer.optimizer_kwargs.get("method") == "SLSQP"
-    assert optimizer.optimizer_kwargs["options"] is options
-    assert options == {"maxiter": 100}
-
-
-def test_fetches_with_loss_callback():
-  with helpers.graph_session() as (_, sess):
-    vector_val = np.array([7., -2.], dtype=np.float32)
-    vector = v1.Variable(vector_val, name="vector")
-    target = np.arange(2)
-    loss = tf.reduce_sum(tf.square(vector - tf.constant(target, tf.float32)))
-    loss /= 2.
-    optimizer = ScipyOptimizerInterface(loss, method="SLSQP")
-    sess.run(v1.global_variables_initializer())
-    step_callback = mock.Mock()
-    loss_callback = mock.Mock()
-    result = optimizer.minimize(sess, fetches=[loss, vector],
-                                loss_callback=loss_callback,
-                                step_callback=step_callback)
-    first_loss, first_vector = loss_callback.call_args_list[0][0]
-    np.testing.assert_allclose(first_loss,
-                               ((vector_val - target) ** 2).sum() / 2.)
-    np.testing.assert_allclose(first_vector, vector_val)
-    assert loss_callback.call_count == result.nfev
-    assert step_callback.call_count == result.nit
-    np.testing.assert_allclose(step_callback.call_args[0][0], target,
-                               atol=1e-6)
-
-
 def test_feed_dict_placeholders():
+  # Graph only: eager losses read their inputs themselves.
   with helpers.graph_session() as (_, sess):
     target = v1.placeholder(tf.float32, [2])
     vector = v1.Variable([7., 7.], name="vector")
@@ -211,21 +93,8 @@ def test_feed_dict_placeholders():
     np.testing.assert_allclose(sess.run(vector), [1., 2.], atol=1e-5)
 
 
-def test_var_list_subset_leaves_others_untouched():
-  with helpers.graph_session() as (_, sess):
-    a = v1.Variable([5., 5.], name="a")
-    b = v1.Variable([5., 5.], name="b")
-    loss = tf.reduce_sum(tf.square(a - 1.)) + tf.reduce_sum(tf.square(b))
-    var_list = [a]
-    optimizer = ScipyOptimizerInterface(loss, var_list=var_list)
-    sess.run(v1.global_variables_initializer())
-    optimizer.minimize(sess)
-    np.testing.assert_allclose(sess.run(a), [1., 1.], atol=1e-6)
-    np.testing.assert_array_equal(sess.run(b), [5., 5.])
-    assert var_list == [a]
-
-
 def test_default_session_and_no_new_ops():
+  # Graph only: sessions and a graph's op count.
   with helpers.graph_session() as (graph, sess):
     vector = v1.Variable([7., 7.], name="vector")
     loss = tf.reduce_sum(tf.square(vector - 3.))
@@ -242,6 +111,7 @@ def test_default_session_and_no_new_ops():
 
 
 def test_run_kwargs_reach_every_session_run():
+  # Graph only: run_kwargs go to session.run.
   with helpers.graph_session() as (_, sess):
     vector = v1.Variable([7., 7.], name="vector")
     loss = tf.reduce_sum(tf.square(vector))
@@ -264,51 +134,8 @@ def test_run_kwargs_reach_every_session_run():
     np.testing.assert_allclose(sess.run(vector), [0., 0.], atol=1e-5)
 
 
-def test_logs_termination_message():
-  with helpers.graph_session() as (_, sess):
-    vector = v1.Variable([7., 7.], name="vector")
-    loss = tf.reduce_sum(tf.square(vector))
-    optimizer = ScipyOptimizerInterface(loss)
-    sess.run(v1.global_variables_initializer())
-    records = []
-    handler = logging.Handler()
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = tf.get_logger()
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-      result = optimizer.minimize(sess)
-    finally:
-      logger.removeHandler(handler)
-      logger.setLevel(old_level)
-    text = "\n".join(records)
-    assert "Optimization terminated with:" in text
-    assert "Number of functions evaluations: %d" % result.nfev in text
-
-
-def test_loss_raising_on_20th_call_keeps_best_point():
-  with helpers.graph_session() as (_, sess):
-    x = v1.Variable(np.zeros(3), dtype=tf.float64, name="x")
-    counter = v1.Variable(0, name="counter", trainable=False)
-    increment = counter.assign_add(1)
-    with tf.control_dependencies([increment]):
-      check = tf.debugging.Assert(increment < 20, ["too many calls"])
-    with tf.control_dependencies([check]):
-      loss = helpers.rosen_tf(x)
-    optimizer = ScipyOptimizerInterface(loss, var_list=[x])
-    sess.run(v1.global_variables_initializer())
-    seen = []
-    with pytest.raises(tf.errors.InvalidArgumentError, match="too many calls"):
-      optimizer.minimize(sess, fetches=[loss, x],
-                         loss_callback=lambda f, xv: seen.append((f, xv)))
-    assert len(seen) == 19
-    best_f, best_x = min(seen, key=lambda item: item[0])
-    np.testing.assert_array_equal(sess.run(x), best_x)
-    assert best_f < seen[0][0]
-
-
 def test_errors():
+  # Graph only: the errors of graph-mode arguments.
   graph = tf.Graph()
   with graph.as_default():
     vector = v1.Variable([7., 7.], name="vector")
@@ -379,22 +206,8 @@ def test_tf1_program_with_v2_behavior_disabled(tmp_path):
                              atol=1e-5)
 
 
-def test_unused_variable_and_embedding_gradients():
-  with helpers.graph_session() as (_, sess):
-    table = v1.Variable(tf.ones([5, 2]), name="table")
-    unused = v1.Variable([3., 3.], name="unused")
-    rows = tf.nn.embedding_lookup(table, [0, 2, 2])  # IndexedSlices gradient.
-    loss = tf.reduce_sum(tf.square(rows - 4.))
-    optimizer = ScipyOptimizerInterface(loss, var_list=[table, unused])
-    sess.run(v1.global_variables_initializer())
-    optimizer.minimize(sess)
-    expected = np.ones([5, 2])
-    expected[[0, 2]] = 4.
-    np.testing.assert_allclose(sess.run(table), expected, atol=1e-5)
-    np.testing.assert_array_equal(sess.run(unused), [3., 3.])
-
-
 def test_callable_loss_and_constraints_in_graph_are_built_once():
+  # Graph only: eager mode calls the callables at each (traced) evaluation.
   with helpers.graph_session() as (graph, sess):
     vector = v1.Variable([7., 7.], name="vector")
     calls = []
