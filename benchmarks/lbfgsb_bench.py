@@ -1,7 +1,7 @@
 """`tf_extopt.lbfgsb_minimize` side by side with SciPy's L-BFGS-B.
 
     python benchmarks/lbfgsb_bench.py [--batch 1000] [--dims 4,30,100]
-                                      [--skip-single]
+                                      [--skip-single] [--rounds 3]
 
 Part 1: bounded versions of the package's classic problems (each problem's
 box is placed so that some bounds are active at the solution), plus bounded
@@ -15,9 +15,9 @@ Part 2: batches of bounded n-D Rosenbrock problems (n = 4, 30, 100 by
 default, each member with its own random box and start) solved on device in
 one XLA-compiled call and in one `tf.function` call (each warmed up first, so
 compilation is excluded) against a Python loop calling SciPy on each, with
-NumPy objectives for SciPy; three rounds with the solvers in turns. n = 4
-takes the explicit n x n matrix, n = 30 and 100 the compact representation
-(n > 2m).
+NumPy objectives for SciPy; three rounds (`--rounds`) with the solvers in
+turns. n = 4 takes the explicit n x n matrix, n = 30 and 100 the compact
+representation (n > 2m).
 
 Prints markdown tables. Not a test: nothing is asserted.
 """
@@ -144,7 +144,7 @@ def batch_problems(size, n, seed):
   return start, lower, upper
 
 
-def part_two(size, n):
+def part_two(size, n, rounds=3):
   function = test_problems.value_and_gradients(test_problems._rosenbrock)
 
   def solve(start, lower, upper):
@@ -165,11 +165,11 @@ def part_two(size, n):
         bounds=list(zip(lower[i], upper[i])), options=scipy_options())
             for i in range(size)]
 
-  # Three rounds, the solvers in turns so that a busy spell on the shared
+  # Rounds with the solvers in turns so that a busy spell on the shared
   # host slows all; the speed-ups are the medians of per-round ratios.
   times = {name: [] for name in ours_calls}
   scipy_times, results = [], {}
-  for _ in range(3):
+  for _ in range(rounds):
     for name, call in ours_calls.items():
       began = time.perf_counter()
       results[name] = call(*args)
@@ -200,8 +200,9 @@ def part_two(size, n):
           f"{speed_up:.1f}x | {int(solved.sum())}/{size} | "
           f"{int(close.sum())}/{size} | "
           f"{int(ours.num_objective_evaluations.numpy())} batched calls |")
-  print("\nTimes are medians of 3 alternating rounds, speed-ups medians of "
-        "the per-round ratios. Same minimiser: sup-norm distance to SciPy's "
+  print(f"\nTimes are medians of {rounds} alternating rounds, speed-ups "
+        "medians of the per-round ratios. Same minimiser: sup-norm distance "
+        "to SciPy's "
         f"<= 1e-4. {'Explicit n x n matrix' if dense else 'Compact form'}"
         " (m = 10).\n")
 
@@ -212,11 +213,13 @@ def main():
   parser.add_argument("--dims", default="4,30,100",
                       help="comma-separated problem sizes n for part 2")
   parser.add_argument("--skip-single", action="store_true")
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="alternating timed rounds in part 2")
   args = parser.parse_args()
   if not args.skip_single:
     part_one()
   for n in args.dims.split(","):
-    part_two(args.batch, int(n))
+    part_two(args.batch, int(n), args.rounds)
 
 
 if __name__ == "__main__":
