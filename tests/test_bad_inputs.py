@@ -466,58 +466,49 @@ def test_interface_option_errors(row):
     cls(lambda: tf.reduce_sum(x * x), [x], **kwargs)
 
 
-CONSTRUCTOR_TYPE_ERRORS = [
-    ("eager_tensor_loss", lambda x: dict(loss=tf.reduce_sum(x * x)),
+BOTH_INTERFACES = (ScipyOptimizerInterface, LbfgsOptimizerInterface)
+
+# (id, interfaces, constructor kwargs from the variable x, minimize kwargs,
+# message): a wrong kind of argument is a TypeError, as in the core.
+INTERFACE_TYPE_ERRORS = [
+    ("eager_tensor_loss", BOTH_INTERFACES,
+     lambda x: dict(loss=tf.reduce_sum(x * x)), {},
      "loss must be a zero-argument callable returning the loss; got an eager "
      "Tensor"),
-    ("loss_not_callable", lambda x: dict(loss=3.0),
+    ("loss_not_callable", BOTH_INTERFACES, lambda x: dict(loss=3.0), {},
      "In eager mode loss must be a zero-argument callable; got float"),
-    ("var_list_entry", lambda x: dict(var_list=[x, "w"]),
+    ("var_list_entry", BOTH_INTERFACES, lambda x: dict(var_list=[x, "w"]), {},
      "`var_list` entries must be tf.Variable.*got str"),
-    ("equalities_not_list", lambda x: dict(equalities=lambda: x[0]),
+    # (LbfgsOptimizerInterface takes no constraints at all.)
+    ("equalities_not_list", (ScipyOptimizerInterface,),
+     lambda x: dict(equalities=lambda: x[0]), {},
      "equalities must be a list of constraints; got function"),
-]
-
-MINIMIZE_TYPE_ERRORS = [
-    ("step_callback", dict(step_callback="print"),
-     "step_callback must be callable; got str"),
-    ("loss_callback", dict(loss_callback=3),
+    ("step_callback", BOTH_INTERFACES, lambda x: {},
+     dict(step_callback="print"), "step_callback must be callable; got str"),
+    ("loss_callback", BOTH_INTERFACES, lambda x: {}, dict(loss_callback=3),
      "loss_callback must be callable; got int"),
-    ("progress_callback", dict(progress_callback=[]),
+    ("progress_callback", BOTH_INTERFACES, lambda x: {},
+     dict(progress_callback=[]),
      "progress_callback must be callable; got list"),
-    ("fetches", dict(fetches="loss"),
+    ("fetches", BOTH_INTERFACES, lambda x: {}, dict(fetches="loss"),
      "fetches must be a list of values to pass to loss_callback; got str"),
 ]
+INTERFACE_TYPE_CASES = [
+    pytest.param(cls, make_kwargs, minimize_kwargs, match,
+                 id="%s-%s" % (name, cls.__name__))
+    for name, classes, make_kwargs, minimize_kwargs, match
+    in INTERFACE_TYPE_ERRORS for cls in classes]
 
 
-@pytest.mark.parametrize("cls", [ScipyOptimizerInterface,
-                                 LbfgsOptimizerInterface])
-@pytest.mark.parametrize("row", CONSTRUCTOR_TYPE_ERRORS,
-                         ids=[r[0] for r in CONSTRUCTOR_TYPE_ERRORS])
-def test_interface_constructor_type_errors(row, cls):
-  _, make_kwargs, match = row
+@pytest.mark.parametrize("cls, make_kwargs, minimize_kwargs, match",
+                         INTERFACE_TYPE_CASES)
+def test_interface_type_errors_leave_variables(cls, make_kwargs,
+                                               minimize_kwargs, match):
   x = tf.Variable([1., 2.])
   kwargs = dict(loss=lambda: tf.reduce_sum(x * x), var_list=[x])
   kwargs.update(make_kwargs(x))
-  if cls is LbfgsOptimizerInterface and "equalities" in kwargs:
-    match = "LbfgsOptimizerInterface does not take equalities"
-    with pytest.raises(ValueError, match=match):
-      cls(**kwargs)
-    return
   with pytest.raises(TypeError, match=match):
-    cls(**kwargs)
-
-
-@pytest.mark.parametrize("cls", [ScipyOptimizerInterface,
-                                 LbfgsOptimizerInterface])
-@pytest.mark.parametrize("row", MINIMIZE_TYPE_ERRORS,
-                         ids=[r[0] for r in MINIMIZE_TYPE_ERRORS])
-def test_interface_minimize_type_errors_leave_variables(row, cls):
-  _, kwargs, match = row
-  x = tf.Variable([1., 2.])
-  optimizer = cls(lambda: tf.reduce_sum(x * x), [x])
-  with pytest.raises(TypeError, match=match):
-    optimizer.minimize(**kwargs)
+    cls(**kwargs).minimize(**minimize_kwargs)
   np.testing.assert_array_equal(x.numpy(), [1., 2.])
 
 
