@@ -69,7 +69,9 @@ def breakpoints(x, g, lower, upper):
   num_breaks = tf.reduce_sum(tf.cast(breakpoint_ < inf, tf.int32), axis=-1)
   num_moving = tf.reduce_sum(tf.cast(tf.not_equal(d, 0), tf.int32), axis=-1)
   order = tf.argsort(breakpoint_, axis=-1, stable=True)
-  sorted_breaks = tf.sort(breakpoint_, axis=-1)
+  # The same values as tf.sort, without sorting twice (XLA's CPU sort of
+  # [1000, 100] costs 8 ms, the gather 0.5 ms).
+  sorted_breaks = tf.gather(breakpoint_, order, batch_dims=1)
   return held, d, num_breaks, num_moving, order, sorted_breaks
 
 
