@@ -19,36 +19,17 @@ from scipy.stats import special_ortho_group
 
 import tf_extopt
 from tf_extopt import test_problems
+from tests import _solver_regimes
+from tests._solver_regimes import regime  # pylint: disable=unused-import
+from tests._solver_regimes import run
 from tests._tracing_helpers import xla_compiled_calls
 
-REGIMES = ("eager", "function", "xla", "session")
+# The module-wide `regime` fixture, plus the TF1 session for the
+# "Every regime" section.
+REGIMES = _solver_regimes.REGIMES + ("session",)
 DTYPES = (np.float32, np.float64)
 # Position tolerance by dtype for reaching a known minimiser.
 ATOL = {np.float32: 2e-3, np.float64: 1e-5}
-
-
-@pytest.fixture(params=["eager", "function", "xla"])
-def regime(request):
-  """The execution regime of a test: eager, tf.function or XLA."""
-  return request.param
-
-
-def run(regime, fn, *args):
-  """Calls `fn(*args)` (nests of arrays become tensors) in `regime`.
-
-  Returns NumPy values. Errors `fn` raises while being traced propagate
-  as they are, so error tests can run in every regime too.
-  """
-  if regime == "session":
-    graph = tf.Graph()
-    with graph.as_default():
-      outputs = fn(*tf.nest.map_structure(tf.constant, args))
-      with tf.compat.v1.Session(graph=graph) as session:
-        return session.run(outputs)
-  args = tf.nest.map_structure(tf.convert_to_tensor, args)
-  if regime != "eager":
-    fn = tf.function(fn, jit_compile=regime == "xla")
-  return tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
 
 
 def solve(regime, value_and_gradients_function, start, **kwargs):

@@ -31,9 +31,13 @@ from tf_extopt import _memory
 from tf_extopt import _subspace
 from tf_extopt import lbfgsb
 from tf_extopt import test_problems
+from tests._solver_regimes import REGIMES
+from tests._solver_regimes import in_regime
+from tests._solver_regimes import regime  # pylint: disable=unused-import
+from tests._solver_regimes import run
+from tests._solver_regimes import to_numpy
 
 N = 4
-REGIMES = ("eager", "function", "xla")
 DTYPES = (np.float32, np.float64)
 # The problems here have n = 4 <= 2m, so they take the explicit matrix
 # unless the switch is turned down.
@@ -154,32 +158,6 @@ def representation_in_use(representation):
     yield
   finally:
     lbfgsb.DENSE_RATIO = saved
-
-
-@pytest.fixture(params=REGIMES)
-def regime(request):
-  """The execution regime of a test: eager, tf.function or XLA."""
-  return request.param
-
-
-def in_regime(regime, fn):
-  """`fn` as it runs in `regime`: itself, or in a tf.function (with XLA)."""
-  if regime == "eager":
-    return fn
-  return tf.function(fn, jit_compile=regime == "xla")
-
-
-def run(regime, fn, *args):
-  """Calls `fn(*args)` (nests of arrays become tensors) in `regime`.
-
-  Returns NumPy values; errors raised while tracing propagate as they are.
-  """
-  args = tf.nest.map_structure(tf.convert_to_tensor, args)
-  return to_numpy(in_regime(regime, fn)(*args))
-
-
-def to_numpy(results):
-  return tf.nest.map_structure(lambda t: t.numpy(), results)
 
 
 @functools.lru_cache(maxsize=None)
