@@ -34,6 +34,7 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from tf_extopt import _distribute
 from tf_extopt import _packing
 
 
@@ -396,18 +397,25 @@ class EagerEvaluator:
   """
 
   def __init__(self, loss_fn, packer, equalities, inequalities,
-               jit_compile=False):
+               jit_compile=False, strategy=None):
     """Records what to compile; nothing is traced until first use.
 
     Args:
-      loss_fn: Zero-argument callable returning the scalar loss.
+      loss_fn: Zero-argument callable returning the scalar loss (with a
+        `strategy`: one replica's contribution, or a
+        `_distribute.ReplicaLoss`).
       packer: A `_packing.VariablePacker` for the optimized variables.
       equalities: List of zero-argument callables to be held at zero.
       inequalities: List of zero-argument callables to be held nonnegative.
       jit_compile: Passed to every `tf.function` (XLA compilation).
+      strategy: None, or the `tf.distribute.Strategy` whose replicas each
+        evaluate the loss (see `_distribute`); constraints and fetches are
+        evaluated once, in cross-replica context.
     """
     self.packer = packer
     self._loss_fn = loss_fn
+    self._replicas = (None if strategy is None
+                      else _distribute.Replicas(strategy, loss_fn))
     self._constraint_fns = {"eq": list(equalities), "ineq": list(inequalities)}
     self._jit_compile = jit_compile
     self._spec = tf.TensorSpec([packer.size], tf.float64, name="x")
@@ -415,20 +423,44 @@ class EagerEvaluator:
 
   # --- TF-level functions (callable inside other tf.functions) -------------
 
-  def _loss_and_gradients(self, x):
-    """Assigns packed `x`; returns the float64 loss and variable gradients.
+  def _loss_and_gradients(self, loss_fn):
+    """The float64 loss `loss_fn()` and its gradients, at the variables.
 
     Raises `ValueError` (at trace time) if no variable reaches the loss.
     """
-    packer = self.packer
-    packer.assign(x)
+    variables = self.packer.variables
     with tf.GradientTape(watch_accessed_variables=False) as tape:
-      for v in packer.variables:
+      for v in variables:
         tape.watch(v)
-      loss = _as_scalar_loss(self._loss_fn())
-    grads = tape.gradient(loss, packer.variables)
+      loss = _as_scalar_loss(loss_fn())
+    grads = tape.gradient(loss, variables)
     check_depends(grads)
     return loss, grads
+
+  def _evaluate(self, x, with_gradient):
+    """Assigns packed `x`; returns the loss and (if asked) packed gradient.
+
+    With a strategy, every replica evaluates its contribution and one
+    all-reduce sums `[loss, gradient]`. Without the gradient, it is still
+    traced (to check that the loss depends on the variables), but nothing
+    uses it, so the compiled function never computes it.
+    """
+    packer = self.packer
+    packer.assign(x)
+    if self._replicas is None:
+      loss, grads = self._loss_and_gradients(self._loss_fn)
+      return loss, packer.pack_tensors(grads) if with_gradient else None
+
+    def replica_fn(loss_fn):
+      loss, grads = self._loss_and_gradients(loss_fn)
+      loss = tf.reshape(loss, [1])
+      if with_gradient:
+        return tf.concat([loss, packer.pack_tensors(grads)], axis=0)
+      return loss
+
+    total = self._replicas.sum(replica_fn,
+                               1 + packer.size if with_gradient else 1)
+    return total[0], total[1:] if with_gradient else None
 
   def value_and_gradient_tf(self, x, observe=None):
     """Assigns packed `x` and returns float64 `(loss, packed_gradient)`.
@@ -437,19 +469,14 @@ class EagerEvaluator:
     effects (inside a `tf.function`, automatic control dependencies keep
     it).
     """
-    loss, grads = self._loss_and_gradients(x)
+    loss, grad = self._evaluate(x, with_gradient=True)
     if observe is not None:
       observe(x, loss)
-    return loss, self.packer.pack_tensors(grads)
+    return loss, grad
 
   def value_tf(self, x):
-    """Assigns packed `x` and returns the float64 loss.
-
-    The gradient is only traced, to check that the loss depends on the
-    variables; nothing uses it, so the compiled function never computes it.
-    """
-    loss, _ = self._loss_and_gradients(x)
-    return loss
+    """Assigns packed `x` and returns the float64 loss."""
+    return self._evaluate(x, with_gradient=False)[0]
 
   def constraints_tf(self, kind, x):
     """Assigns packed `x`; returns constraint values `[m]` and Jacobian."""

@@ -16,6 +16,7 @@ The decision is the choice of evaluator (`_evaluators.GraphEvaluator` or
 
 import tensorflow as tf
 
+from tf_extopt import _distribute
 from tf_extopt import _evaluators
 from tf_extopt import _packing
 
@@ -63,18 +64,20 @@ class Problem:
   Attributes:
     packer: The `_packing.VariablePacker` of the optimized variables.
     evaluator: A `GraphEvaluator` or `EagerEvaluator`.
+    strategy: The `tf.distribute.Strategy` evaluations run on, or None.
     packed_bounds: `(lower, upper)` float64 arrays, or None.
     num_equalities, num_inequalities: Constraint counts.
   """
 
   def __init__(self, owner, loss, var_list, equalities, inequalities,
-               var_to_bounds, jit_compile):
+               var_to_bounds, jit_compile, distribute_strategy=None):
     """Validates the user's arguments and builds the evaluator.
 
     Args:
       owner: The interface's class name, for error messages.
-      loss, var_list, equalities, inequalities, var_to_bounds, jit_compile:
-        As `ExternalOptimizerInterface.__init__` takes them.
+      loss, var_list, equalities, inequalities, var_to_bounds, jit_compile,
+        distribute_strategy: As `ExternalOptimizerInterface.__init__` takes
+        them.
 
     Raises:
       ValueError: As `ExternalOptimizerInterface.__init__` documents.
@@ -89,6 +92,8 @@ class Problem:
       self._check_eager_arguments(loss, var_list, equalities, inequalities)
     self.packer = _packing.VariablePacker(_packing.resolve_var_list(var_list))
     self.packed_bounds = self.packer.packed_bounds(var_to_bounds)
+    self.strategy = _distribute.resolve_strategy(
+        self.packer.variables, distribute_strategy, graph_mode, jit_compile)
     self.num_equalities = len(equalities)
     self.num_inequalities = len(inequalities)
     if graph_mode:
@@ -97,7 +102,7 @@ class Problem:
     else:
       self.evaluator = _evaluators.EagerEvaluator(
           loss, self.packer, equalities, inequalities,
-          jit_compile=jit_compile)
+          jit_compile=jit_compile, strategy=self.strategy)
 
   @staticmethod
   def _graph_arguments(loss, var_list, equalities, inequalities,

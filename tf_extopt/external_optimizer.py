@@ -85,7 +85,8 @@ class ExternalOptimizerInterface:
   """
 
   def __init__(self, loss, var_list=None, equalities=None, inequalities=None,
-               var_to_bounds=None, *, jit_compile=False, **optimizer_kwargs):
+               var_to_bounds=None, *, jit_compile=False,
+               distribute_strategy=None, **optimizer_kwargs):
     """Initializes a new interface instance.
 
     Args:
@@ -105,29 +106,48 @@ class ExternalOptimizerInterface:
         of `low`, `high` is None, +/-inf, or anything `np.broadcast_to` fits
         to the variable's shape; None elements mean unbounded.
       jit_compile: Eager mode only: compile loss and gradient with XLA.
+      distribute_strategy: Eager mode only: a `tf.distribute.Strategy`
+        (Mirrored, MultiWorkerMirrored, TPU) whose replicas evaluate the
+        loss. Default: the strategy whose scope created the variables, if
+        any. Then `loss` is called once per replica, in replica context,
+        and must return that replica's *contribution*: the contributions
+        are summed (one all-reduce of loss and gradient per evaluation),
+        as with `tf.nn.compute_average_loss(per_example,
+        global_batch_size=N)`. Constraints and `fetches` are evaluated
+        once, in cross-replica context.
       **optimizer_kwargs: Other subclass-specific keyword arguments.
 
     Raises:
       TypeError: If `loss` or a constraint is the wrong kind for the mode
         (a callable in eager mode, a scalar Tensor or a callable building
         one in graph mode), a constraint list is not a list, or `var_list`
-        holds something that is not a variable, model, layer or module.
+        holds something that is not a variable, model, layer or module, or
+        `distribute_strategy` is not a `tf.distribute.Strategy`.
       ValueError: If `var_list` is missing in eager mode or holds a
         variable that is not floating, a Tensor has the wrong shape or
-        graph, or `var_to_bounds` is malformed (see
-        `VariablePacker.packed_bounds`).
+        graph, `var_to_bounds` is malformed (see
+        `VariablePacker.packed_bounds`), or the strategy cannot be used
+        (see `_distribute.resolve_strategy`: a parameter-server strategy,
+        variables not created under its scope, graph mode, `jit_compile`
+        across several replicas).
     """
     self.optimizer_kwargs = optimizer_kwargs
     problem = _problem.Problem(type(self).__name__, loss, var_list,
                                equalities, inequalities, var_to_bounds,
-                               jit_compile)
+                               jit_compile, distribute_strategy)
     self._packer = problem.packer
     self._evaluator = problem.evaluator
     self._packed_bounds_arrays = problem.packed_bounds
+    self._strategy = problem.strategy
     self._num_equalities = problem.num_equalities
     self._num_inequalities = problem.num_inequalities
     self._has_constraints = bool(problem.num_equalities
                                  or problem.num_inequalities)
+
+  @property
+  def distribute_strategy(self):
+    """The `tf.distribute.Strategy` evaluating the loss, or None."""
+    return self._strategy
 
   @property
   def packed_bounds(self):
@@ -437,7 +457,8 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
   _DEFAULT_METHOD = "L-BFGS-B"
 
   def __init__(self, loss, var_list=None, equalities=None, inequalities=None,
-               var_to_bounds=None, *, jit_compile=False, **optimizer_kwargs):
+               var_to_bounds=None, *, jit_compile=False,
+               distribute_strategy=None, **optimizer_kwargs):
     """See `ExternalOptimizerInterface.__init__`.
 
     Raises:
@@ -449,7 +470,9 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
     """
     self._check_scipy_kwargs(optimizer_kwargs)
     super().__init__(loss, var_list, equalities, inequalities, var_to_bounds,
-                     jit_compile=jit_compile, **optimizer_kwargs)
+                     jit_compile=jit_compile,
+                     distribute_strategy=distribute_strategy,
+                     **optimizer_kwargs)
     self._check_method_support(
         optimizer_kwargs.get("method", self._DEFAULT_METHOD),
         self._packed_bounds_arrays is not None, self._has_constraints)

@@ -27,10 +27,21 @@ Deliberate differences from `model.fit`:
 * Layers that update state in training mode (batch normalization moving
   statistics) update it on every objective evaluation, including line-search
   trials, rather than once per step.
+
+A model built under a `tf.distribute` strategy's scope (`MirroredStrategy`,
+`MultiWorkerMirroredStrategy`) is fitted on it: the strategy splits the data
+across replicas (`experimental_distribute_dataset`), each replica evaluates
+its share, and one all-reduce per evaluation (per batch with `batch_size` or
+a dataset) gives the full-data loss and gradient, weighted by each share's
+exact number of samples, so the iterates are those of one device. Losses are
+taken to be mean-reduced (Keras' default). With several workers, only the
+chief shows the progress bar and runs `ModelCheckpoint`, `TensorBoard` and
+`CSVLogger`; a callback that stops training on any worker stops all of them.
 """
 
 import tensorflow as tf
 
+from tf_extopt import _distribute
 from tf_extopt import _packing
 from tf_extopt import _validation
 
@@ -54,16 +65,31 @@ def _is_keras3(module):
   return module.__name__ == "keras"
 
 
+def _unscaled(value):
+  """Undoes Keras' `1 / num_replicas` scaling of a loss in replica context.
+
+  Keras (3 and tf_keras) divides a mean-reduced loss and `model.losses` by
+  the number of replicas when computed in a replica, so that summing the
+  replicas' losses gives the mean. `fit` weights each replica by its exact
+  share of the samples instead (exact also for uneven shares), so it needs
+  the unscaled value. Outside a strategy this is the identity.
+  """
+  context = tf.distribute.get_replica_context()
+  replicas = 1 if context is None else context.num_replicas_in_sync
+  return value * replicas if replicas > 1 else value
+
+
 def _compiled_loss_fn(model, keras_module):
   """`(x, y, y_pred, sw) -> loss + model.losses` from the compiled loss."""
   if _is_keras3(keras_module):
     if getattr(model, "_compile_loss", None) is None:
       return None
-    return lambda x, y, y_pred, sw: model.compute_loss(
-        x=x, y=y, y_pred=y_pred, sample_weight=sw, training=True)
+    return lambda x, y, y_pred, sw: _unscaled(model.compute_loss(
+        x=x, y=y, y_pred=y_pred, sample_weight=sw, training=True))
   if getattr(model, "compiled_loss", None) is None:
     return None
-  return lambda x, y, y_pred, sw: model.compute_loss(x, y, y_pred, sw)
+  return lambda x, y, y_pred, sw: _unscaled(
+      model.compute_loss(x, y, y_pred, sw))
 
 
 def _override_loss_fn(model, keras_module, loss):
@@ -77,7 +103,7 @@ def _override_loss_fn(model, keras_module, loss):
   def fn(x, y, y_pred, sw):
     del x
     if is_loss_class:
-      value = loss_obj(y, y_pred, sample_weight=sw)
+      value = _unscaled(loss_obj(y, y_pred, sample_weight=sw))
     else:
       # A plain function returns per-sample values: weight them and average
       # over the batch, as Keras' default 'sum_over_batch_size' does.
@@ -173,6 +199,36 @@ class _Objective:
 
     return total_loss(*[v.read_value() for v in variables])
 
+  def replica_loss(self, strategy):
+    """The objective as replicas' contributions over `strategy`'s split.
+
+    In-memory data is one global batch that the strategy splits across
+    replicas once; a dataset is distributed by the strategy and passed over
+    at every evaluation. Each replica returns its batch's mean loss times
+    its share of all samples, so the sum over replicas (and batches) is the
+    full-data mean whatever the split.
+    """
+    if self._dataset is None:
+      x, y, sw = self._data
+      num_samples = int(_num_samples(x))
+      parts = tuple(p for p in (x, y, sw) if p is not None)
+      dataset = tf.data.Dataset.from_tensor_slices(parts).batch(num_samples)
+      inputs = (next(iter(strategy.experimental_distribute_dataset(dataset))),)
+    else:
+      num_samples = int(self._dataset.reduce(
+          tf.constant(0., tf.float64),
+          lambda count, batch: count + _num_samples(_unpack_batch(batch)[0])))
+      inputs = strategy.experimental_distribute_dataset(self._dataset)
+    total = tf.constant(float(num_samples), tf.float64)
+
+    def contribution(batch):
+      x, y, sw = _unpack_batch(batch)
+      n = _num_samples(x)
+      # A replica may get an empty share (fewer samples than replicas);
+      # its mean loss is then NaN, and its contribution zero.
+      return tf.where(n > 0, self._loss_on(x, y, sw) * (n / total), 0.)
+    return _distribute.ReplicaLoss(contribution, inputs)
+
 
 def _check_dataset(dataset):
   card = int(dataset.cardinality())
@@ -259,7 +315,7 @@ class _Epochs:
   """
 
   def __init__(self, keras_module, model, callbacks, verbose,
-               max_iterations, extra_logs):
+               max_iterations, extra_logs, strategy=None):
     K = keras_module
     # One callback is accepted as Keras' own `fit` does.
     if isinstance(callbacks, K.callbacks.Callback):
@@ -268,6 +324,14 @@ class _Epochs:
       raise TypeError("callbacks must be a list of Keras callbacks; got %s."
                       % type(callbacks).__name__)
     callbacks = list(callbacks or [])
+    if not _distribute.is_chief(strategy):
+      # Other workers run every callback but those that write (the chief
+      # writes for all; every worker sees the same logs).
+      writers = tuple(getattr(K.callbacks, name) for name in
+                      ("ModelCheckpoint", "TensorBoard", "CSVLogger")
+                      if hasattr(K.callbacks, name))
+      callbacks = [cb for cb in callbacks if not isinstance(cb, writers)]
+      verbose = 0
     history = None
     for cb in callbacks:
       if isinstance(cb, K.callbacks.History):
@@ -276,6 +340,7 @@ class _Epochs:
       history = K.callbacks.History()
       callbacks.append(history)
     self._model = model
+    self._strategy = strategy
     self._history = history
     self._max_iterations = max_iterations
     self._extra_logs = extra_logs
@@ -304,7 +369,8 @@ class _Epochs:
       # Show the values at the iterate, not running averages.
       self._progbar.stateful_metrics = set(logs)
       self._progbar.update(epoch + 1, [(k, v) for k, v in logs.items()])
-    if getattr(self._model, "stop_training", False):
+    if _distribute.any_worker(self._strategy,
+                              getattr(self._model, "stop_training", False)):
       raise StopIteration
     self._callbacks.on_epoch_begin(epoch + 1)
 
@@ -347,7 +413,8 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     loss: Optional Keras loss (name, `Loss` or `fn(y_true, y_pred)`)
       replacing the compiled loss; `model.losses` are still added.
     jit_compile: Compile the objective (and, for `'lbfgs'`, the solver)
-      with XLA. Only for in-memory data without `batch_size`.
+      with XLA. Only for in-memory data without `batch_size`, and not for a
+      model distributed over several replicas.
     **options: Method options: `lbfgs_minimize` options for `'lbfgs'`
       (`tolerance`, `num_correction_pairs`, `dtype`, ...); for SciPy
       methods, `options={...}` (merged with `maxiter`) and other
@@ -365,7 +432,9 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
       `callbacks` is not a list of callbacks.
     ValueError: An uncompiled model without `loss=`, an infinite or empty
       dataset, empty arrays, `x`/`y`/`sample_weight` with different numbers
-      of samples, a model without trainable variables, a bad argument.
+      of samples, a model without trainable variables, a bad argument, a
+      model built under a strategy that cannot be used (see
+      `LbfgsOptimizerInterface`'s `distribute_strategy`).
   """
   K = _keras_module(model)
   from tf_extopt.external_optimizer import ScipyOptimizerInterface  # pylint: disable=g-import-not-at-top
@@ -398,8 +467,12 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     raise ValueError("The model has no trainable variables (is it built, "
                      "and are its layers trainable?); nothing to fit.")
   variables = _packing.resolve_var_list(model, "model")
+  strategy = _distribute.resolve_strategy(variables, None, False,
+                                          jit_compile)
   objective = _Objective(model, batch_loss, variables, x_t, y_t, sw_t,
                          dataset)
+  if strategy is not None:
+    objective = objective.replica_loss(strategy)
 
   options = dict(options)  # Never mutate the caller's dicts.
   if method.lower() == "lbfgs":
@@ -439,6 +512,7 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
       logs.update({"val_" + k: float(v) for k, v in values.items()})
     return logs
 
-  epochs = _Epochs(K, model, callbacks, verbose, max_iterations, extra_logs)
+  epochs = _Epochs(K, model, callbacks, verbose, max_iterations, extra_logs,
+                   strategy)
   result = opt.minimize(progress_callback=epochs) if max_iterations else None
   return epochs.end(result)

@@ -24,6 +24,12 @@ Deliberate differences from `ScipyOptimizerInterface`:
 * If a compiled chunk raises (say, an assertion in the loss), the variables
   get the best finite point the chunk evaluated, as
   `ScipyOptimizerInterface` does, not the chunk's start point.
+* With a `tf.distribute` strategy (`distribute_strategy=`, or the one that
+  created the variables), the solve still runs in one compiled call per
+  chunk: the solver's state is the same on every worker, and each
+  evaluation inside the loop is `strategy.run` of the per-replica loss and
+  one all-reduce (see `_distribute`); `jit_compile=True` is refused over
+  several replicas (XLA compiles for one device).
 * A run costs one compiled loss-and-gradient call at the start point, then
   one compiled solver call (eager) or one `session.run` (graph mode) per
   chunk, then one assignment of the result to the variables.
@@ -136,7 +142,8 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
   """
 
   def __init__(self, loss, var_list=None, equalities=None, inequalities=None,
-               var_to_bounds=None, *, jit_compile=False, **optimizer_kwargs):
+               var_to_bounds=None, *, jit_compile=False,
+               distribute_strategy=None, **optimizer_kwargs):
     """See `ExternalOptimizerInterface.__init__`.
 
     Raises:
@@ -165,7 +172,9 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
       _validation.positive_int(optimizer_kwargs["iterations_per_call"],
                                "iterations_per_call")
     super().__init__(loss, var_list, None, None, var_to_bounds,
-                     jit_compile=jit_compile, **optimizer_kwargs)
+                     jit_compile=jit_compile,
+                     distribute_strategy=distribute_strategy,
+                     **optimizer_kwargs)
     if (self._packed_bounds_arrays is not None
         and "initial_inverse_hessian_estimate" in optimizer_kwargs):
       raise ValueError(
