@@ -22,6 +22,7 @@ a per-replica loss together with the data the strategy distributed for it.
 """
 
 import warnings
+import weakref
 
 import tensorflow as tf
 
@@ -194,11 +195,20 @@ def is_chief(strategy):
 def any_worker(strategy, flag):
   """Whether `flag` is True on any worker of a multi-worker strategy.
 
-  One all-reduce, so that a decision taken on one worker (a callback
-  stopping the run) is taken on all of them; the identity otherwise.
+  One all-reduce (compiled once per strategy), so that a decision taken on
+  one worker (a callback stopping the run) is taken on all of them; the
+  identity otherwise.
   """
   if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return bool(flag)
-  votes = strategy.run(lambda: tf.constant(1. if flag else 0., tf.float32))
-  return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, votes,
-                              axis=None) > 0)
+  vote = _VOTES.get(strategy)
+  if vote is None:
+    @tf.function(autograph=False)
+    def vote(flag):
+      votes = strategy.run(lambda: tf.identity(flag))
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)
+    _VOTES[strategy] = vote
+  return bool(vote(tf.constant(1. if flag else 0., tf.float32)) > 0)
+
+
+_VOTES = weakref.WeakKeyDictionary()
