@@ -9,6 +9,7 @@ evaluations. Then the two-process `MultiWorkerMirroredStrategy` run, and the
 errors users get.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -154,6 +155,41 @@ def test_keras_fit_takes_the_one_device_steps(strategy, method, dtype,
     np.testing.assert_allclose(w, w_expected, rtol=rtol, atol=rtol)
 
 
+def test_tf_keras_model(strategy):
+  tf_keras = pytest.importorskip("tf_keras")
+  x, y = helpers.data()
+
+  def fit(scope):
+    with scope:
+      tf_keras.utils.set_random_seed(3)
+      model = tf_keras.Sequential([
+          tf_keras.layers.Dense(
+              6, activation="tanh", input_shape=(2,),
+              kernel_regularizer=tf_keras.regularizers.L2(1e-3)),
+          tf_keras.layers.Dense(1)])
+      model.compile(loss="mse")
+    return tf_extopt.keras.fit(model, x, y, max_iterations=4, verbose=0)
+
+  expected = fit(contextlib.nullcontext())
+  history = fit(strategy.scope())
+  np.testing.assert_allclose(history.history["loss"],
+                             expected.history["loss"], rtol=1e-5)
+  assert history.evaluations == expected.evaluations
+
+
+def test_interface_built_inside_the_scope(strategy):
+  with strategy.scope():
+    v = _variable(tf.float64)
+    opt = tf_extopt.LbfgsOptimizerInterface(_loss(v, True), [v],
+                                            max_iterations=6)
+    result = opt.minimize()
+  single = _variable(tf.float64)
+  expected = tf_extopt.LbfgsOptimizerInterface(
+      _loss(single, False), [single], max_iterations=6).minimize()
+  np.testing.assert_allclose(result.x, expected.x, rtol=1e-10)
+  assert result.nfev == expected.nfev
+
+
 def test_keras_fit_stops_on_callback(strategy):
   model, history = _fit(strategy, "lbfgs", "float64", "arrays",
                         callbacks=[helpers.StopAt(1)])
@@ -293,3 +329,12 @@ def test_loss_not_scalar_per_replica(strategy, interface):
                      r"\(5,\)"):
     opt.minimize()
   np.testing.assert_array_equal(v.numpy(), start)
+
+
+def test_infinite_dataset_is_refused(strategy):
+  with strategy.scope():
+    model = helpers.model()
+  x, y = helpers.data()
+  dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat()
+  with pytest.raises(ValueError, match="x is an infinite tf.data.Dataset"):
+    tf_extopt.keras.fit(model, dataset, verbose=0)
