@@ -22,13 +22,15 @@ setuptools.setup(
         "scipy",
     ],
     extras_require={
-        # Test-only: TFP as an oracle (it needs tf-keras to import under
+        # Test-only: pytest-xdist runs the suite in parallel processes; TFP
+        # as an oracle (it needs tf-keras to import under
         # Keras 3), tf-keras models, tensorboard for Keras' TensorBoard
         # callback, and the client libraries of tests/test_clients.py
         # (DeepXDE >= 1.10 has the TF2 L-BFGS path it patches; GPflow 2 the
         # training_loss API); none is imported by the package itself.
         "test": [
             "pytest",
+            "pytest-xdist",
             "tensorflow-probability>=0.24",
             "tf-keras",
             "tensorboard",

@@ -12,8 +12,9 @@ carved out of the CPU, so that it runs on any machine):
    full loss.
 
 Each is printed beside the same run on one device: the losses agree up to
-float32 round-off (different summation orders), grown over the iterations. The same code runs on `MultiWorkerMirroredStrategy`
-(set `TF_CONFIG` on every worker) and, untested, on `TPUStrategy`.
+float32 round-off (different summation orders), grown over the iterations.
+The same code runs on `MultiWorkerMirroredStrategy` (set `TF_CONFIG` on
+every worker) and, untested, on `TPUStrategy`.
 
 Run: python examples/distributed_fit.py [--small]
 """

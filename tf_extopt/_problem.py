@@ -10,14 +10,15 @@ and decides here, once, between the two worlds:
 * **eager mode** otherwise: the loss and constraints are zero-argument
   callables, `var_list` is required.
 
-The decision is the choice of evaluator (`_evaluators.GraphEvaluator` or
-`EagerEvaluator`); nothing downstream asks which it was.
+The decision is the choice of evaluator (`_graph_evaluator.GraphEvaluator`
+or `_eager_evaluator.EagerEvaluator`); nothing downstream asks which it was.
 """
 
 import tensorflow as tf
 
 from tf_extopt import _distribute
-from tf_extopt import _evaluators
+from tf_extopt import _eager_evaluator
+from tf_extopt import _graph_evaluator
 from tf_extopt import _packing
 
 
@@ -97,10 +98,10 @@ class Problem:
     self.num_equalities = len(equalities)
     self.num_inequalities = len(inequalities)
     if graph_mode:
-      self.evaluator = _evaluators.GraphEvaluator(
+      self.evaluator = _graph_evaluator.GraphEvaluator(
           loss, self.packer, equalities, inequalities)
     else:
-      self.evaluator = _evaluators.EagerEvaluator(
+      self.evaluator = _eager_evaluator.EagerEvaluator(
           loss, self.packer, equalities, inequalities,
           jit_compile=jit_compile, strategy=self.strategy)
 

@@ -91,8 +91,8 @@ class RunState:
   """What one `minimize` call has seen: counters, best point, callbacks.
 
   Attributes:
-    run: The evaluator bound to this call (`_evaluators._GraphRun` or
-      `_EagerRun`).
+    run: The evaluator bound to this call (`_graph_evaluator._GraphRun` or
+      `_eager_evaluator._EagerRun`).
     best: The `BestPoint`.
     nit, nfev: Iterations and loss evaluations so far.
     stop_fields: Extra fields for the result of a stopped run.
