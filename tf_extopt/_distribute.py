@@ -50,9 +50,9 @@ class ReplicaLoss:
                     "it cannot be called directly.")
 
 
-def _is_parameter_server(strategy):
-  return any("ParameterServer" in cls.__name__
-             for cls in type(strategy).__mro__)
+_PARAMETER_SERVER = (
+    tf.distribute.experimental.ParameterServerStrategy,
+    tf.compat.v1.distribute.experimental.ParameterServerStrategy)
 
 
 def _variable_strategy(variable):
@@ -89,15 +89,15 @@ def resolve_strategy(variables, distribute_strategy, graph_mode,
                             tf.compat.v1.distribute.Strategy)):
     raise TypeError("distribute_strategy must be a tf.distribute.Strategy or "
                     "None; got %s." % type(distribute_strategy).__name__)
-  if graph_mode and distribute_strategy is not None:
-    raise ValueError(
-        "distribute_strategy is supported in eager mode (TF2) only; this "
-        "interface was built on a TF1 graph (loss is a Tensor).")
   found = []
   for v in variables:
     s = _variable_strategy(v)
     if s is not None and not any(s is f for f in found):
       found.append(s)
+  if graph_mode and (distribute_strategy is not None or found):
+    raise ValueError(
+        "tf.distribute strategies are supported in eager mode (TF2) only; "
+        "this interface was built on a TF1 graph (loss is a Tensor).")
   if len(found) > 1:
     raise ValueError(
         "var_list holds variables created under %d different "
@@ -118,16 +118,12 @@ def resolve_strategy(variables, distribute_strategy, graph_mode,
         (type(strategy).__name__, strategy.num_replicas_in_sync))
   if strategy is None:
     return None
-  if _is_parameter_server(strategy):
+  if isinstance(strategy, _PARAMETER_SERVER):
     raise ValueError(
         "%s is not supported: L-BFGS needs the exact full-batch gradient at "
         "every evaluation, which asynchronous parameter-server training "
         "does not give. Use MirroredStrategy (one machine) or "
         "MultiWorkerMirroredStrategy (several)." % type(strategy).__name__)
-  if graph_mode:
-    raise ValueError(
-        "tf.distribute strategies are supported in eager mode (TF2) only; "
-        "this interface was built on a TF1 graph (loss is a Tensor).")
   if jit_compile and strategy.num_replicas_in_sync > 1:
     raise ValueError(
         "jit_compile=True cannot be combined with %s over %d replicas: XLA "
