@@ -6,7 +6,7 @@ with `tf_extopt.keras.fit` twice (on-device L-BFGS, then SciPy's L-BFGS-B)
 and saves the weights, losses and evaluation counts to
 `OUT_DIR/worker-<index>.npz`. Only the chief gets the `StopAt` callback;
 every worker gets a `CSVLogger` and a `ModelCheckpoint`, which only the
-chief may write.
+chief may write, and `verbose=2`, whose lines only the chief may print.
 """
 
 import json
@@ -39,9 +39,10 @@ def main(out_dir):
             save_weights_only=True)]
     if stop_at is not None and index == 0:
       callbacks.append(helpers.StopAt(stop_at))
+    # A progress bar is asked for on every worker; only the chief's shows.
     history = tf_extopt.keras.fit(model, x, y, method=method,
                                   max_iterations=6, callbacks=callbacks,
-                                  verbose=0)
+                                  verbose=2)
     for i, w in enumerate(model.get_weights()):
       saved["%s_w%d" % (method, i)] = w
     saved[method + "_loss"] = np.array(history.history["loss"])

@@ -248,7 +248,9 @@ def test_two_workers_train_one_model(tmp_path):
                                  rtol=1e-5, atol=1e-6)
   # The chief's StopAt(3) stopped both workers after 4 iterations.
   assert len(runs[1]["lbfgs_loss"]) == 4
-  # Only the chief wrote logs and checkpoints.
+  # Only the chief printed progress, and wrote logs and checkpoints.
+  assert "/iteration" in outputs[0] and "loss:" in outputs[0]
+  assert "/iteration" not in outputs[1], outputs[1][-2000:]
   for method in ("lbfgs", "L-BFGS-B"):
     assert (tmp_path / ("%s-0.csv" % method)).exists()
     assert (tmp_path / ("%s-0.weights.h5" % method)).exists()
