@@ -2,7 +2,8 @@
 
 Run by `tests/test_distribute.py` with `TF_CONFIG` set, as
 `python _multi_worker.py OUT_DIR`. It fits `_distribute_helpers.model()`
-with `tf_extopt.keras.fit` twice (on-device L-BFGS, then SciPy's L-BFGS-B)
+with `tf_extopt.keras.fit` three times (on-device L-BFGS, SciPy's
+L-BFGS-B, and on-device L-BFGS over batches of 16)
 and saves the weights, losses and evaluation counts to
 `OUT_DIR/worker-<index>.npz`. Only the chief gets the `StopAt` callback;
 every worker gets a `CSVLogger` and a `ModelCheckpoint`, which only the
@@ -28,7 +29,8 @@ def main(out_dir):
   strategy = tf.distribute.MultiWorkerMirroredStrategy()
   x, y = helpers.data()
   saved = {}
-  for method, stop_at in (("lbfgs", 3), ("L-BFGS-B", None)):
+  for method, stop_at in (("lbfgs", 3), ("L-BFGS-B", None),
+                          ("batches", None)):
     with strategy.scope():
       model = helpers.model()
     callbacks = [
@@ -40,9 +42,13 @@ def main(out_dir):
     if stop_at is not None and index == 0:
       callbacks.append(helpers.StopAt(stop_at))
     # A progress bar is asked for on every worker; only the chief's shows.
-    history = tf_extopt.keras.fit(model, x, y, method=method,
-                                  max_iterations=6, callbacks=callbacks,
-                                  verbose=2)
+    data = dict(x=x, y=y)
+    if method == "batches":
+      # On-device L-BFGS again, the strategy splitting batches of 16.
+      data["batch_size"] = 16
+    history = tf_extopt.keras.fit(
+        model, method="lbfgs" if method == "batches" else method,
+        max_iterations=6, callbacks=callbacks, verbose=2, **data)
     for i, w in enumerate(model.get_weights()):
       saved["%s_w%d" % (method, i)] = w
     saved[method + "_loss"] = np.array(history.history["loss"])

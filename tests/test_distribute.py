@@ -190,6 +190,24 @@ def test_interface_built_inside_the_scope(strategy):
   assert result.nfev == expected.nfev
 
 
+def test_keras_fit_metrics_and_validation(strategy):
+  """Metrics and `val_` metrics (through `model.evaluate`) as on one device."""
+  x, y = helpers.data()
+
+  def fit(scope):
+    with scope:
+      model = helpers.model()
+      model.compile(loss="mse", metrics=["mae"])
+    return tf_extopt.keras.fit(model, x, y, max_iterations=3, verbose=0,
+                               validation_data=(x[:10], y[:10])).history
+
+  expected = fit(contextlib.nullcontext())
+  history = fit(strategy.scope())
+  assert sorted(history) == ["loss", "mae", "val_loss", "val_mae"]
+  for key, values in expected.items():
+    np.testing.assert_allclose(history[key], values, rtol=1e-5, err_msg=key)
+
+
 def test_keras_fit_stops_on_callback(strategy):
   model, history = _fit(strategy, "lbfgs", "float64", "arrays",
                         callbacks=[helpers.StopAt(1)])
@@ -234,11 +252,12 @@ def test_two_workers_train_one_model(tmp_path):
   # And the same as one device.
   x, y = helpers.data()
   for method, callbacks in (("lbfgs", [helpers.StopAt(3)]),
-                            ("L-BFGS-B", [])):
+                            ("L-BFGS-B", []), ("batches", [])):
     model = helpers.model()
-    history = tf_extopt.keras.fit(model, x, y, method=method,
-                                  max_iterations=6, callbacks=callbacks,
-                                  verbose=0)
+    history = tf_extopt.keras.fit(
+        model, x, y, method="lbfgs" if method == "batches" else method,
+        batch_size=16 if method == "batches" else None, max_iterations=6,
+        callbacks=callbacks, verbose=0)
     np.testing.assert_allclose(runs[0][method + "_loss"],
                                history.history["loss"], rtol=1e-5)
     np.testing.assert_array_equal(runs[0][method + "_nfev"],
@@ -251,7 +270,7 @@ def test_two_workers_train_one_model(tmp_path):
   # Only the chief printed progress, and wrote logs and checkpoints.
   assert "/iteration" in outputs[0] and "loss:" in outputs[0]
   assert "/iteration" not in outputs[1], outputs[1][-2000:]
-  for method in ("lbfgs", "L-BFGS-B"):
+  for method in ("lbfgs", "L-BFGS-B", "batches"):
     assert (tmp_path / ("%s-0.csv" % method)).exists()
     assert (tmp_path / ("%s-0.weights.h5" % method)).exists()
     assert not (tmp_path / ("%s-1.csv" % method)).exists()
