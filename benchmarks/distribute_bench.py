@@ -16,7 +16,9 @@ last, divided by the iterations (evaluations) in between. Each configuration
 is warmed up by one run, then run `--repeats` times; the median is
 reported, and the ratio is to the one-device row.
 All-reduced bytes per evaluation are the float64 vector `[loss, gradient]`
-that the evaluator sums across replicas: `8 * (1 + parameters)`.
+that the evaluator sums across replicas, `8 * (1 + parameters)`; per
+iteration, that times the run's evaluations per iteration (multi-worker runs
+add a 4-byte stop vote per iteration).
 
 On this 2-core machine no speed-up is expected: the devices and workers
 share the same two cores. The table shows the overhead that distribution
@@ -102,13 +104,14 @@ def _measure(strategy, method, iterations, repeats):
     elapsed = clock.times[-1] - clock.times[1]
     evaluations = history.evaluations[-1] - history.evaluations[1]
     return (elapsed / (len(clock.times) - 2), elapsed / evaluations,
-            history.evaluations[-1], model.count_params())
+            history.evaluations[-1], model.count_params(), len(clock.times))
 
   run()  # Warm-up: Keras and tf.data set-up.
   rows = [run() for _ in range(repeats)]
   return dict(s_per_iteration=statistics.median(r[0] for r in rows),
               s_per_evaluation=statistics.median(r[1] for r in rows),
-              evaluations=rows[-1][2], params=rows[-1][3])
+              evaluations=rows[-1][2], params=rows[-1][3],
+              iterations=rows[-1][4])
 
 
 def _free_port():
@@ -158,9 +161,9 @@ def main():
         (_SAMPLES, _WIDTH, args.iterations, args.repeats, tf.__version__,
          os.cpu_count()))
   print("| method | configuration | replicas | ms / iteration | ms / "
-        "evaluation | per evaluation vs one device | evaluations | "
-        "all-reduced per evaluation |")
-  print("|---|---|---:|---:|---:|---:|---:|---:|")
+        "evaluation | per evaluation vs one device | iterations | "
+        "evaluations | all-reduced per evaluation | per iteration |")
+  print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
   for method in ("lbfgs", "L-BFGS-B"):
     configurations = [
         ("one device, no strategy", 1,
@@ -180,12 +183,15 @@ def main():
     for name, replicas, measure in configurations:
       row = measure()
       baseline = baseline or row["s_per_evaluation"]
-      reduced = ("-" if name.startswith("one device") else
-                 "%.1f KB" % (8 * (1 + row["params"]) / 1e3))
-      print("| %s | %s | %d | %.2f | %.2f | %.2fx | %d | %s |" % (
+      per_evaluation = 8 * (1 + row["params"]) / 1e3
+      per_iteration = per_evaluation * row["evaluations"] / row["iterations"]
+      reduced = ("- | -" if name.startswith("one device") else
+                 "%.1f KB | %.1f KB" % (per_evaluation, per_iteration))
+      print("| %s | %s | %d | %.2f | %.2f | %.2fx | %d | %d | %s |" % (
           method, name, replicas, 1e3 * row["s_per_iteration"],
           1e3 * row["s_per_evaluation"],
-          row["s_per_evaluation"] / baseline, row["evaluations"], reduced))
+          row["s_per_evaluation"] / baseline, row["iterations"],
+          row["evaluations"], reduced))
       sys.stdout.flush()
 
 
