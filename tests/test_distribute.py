@@ -112,7 +112,12 @@ def test_interfaces_take_the_one_device_steps(strategy, interface, chunked,
   for replica_value in strategy.experimental_local_results(mirrored):
     np.testing.assert_array_equal(replica_value.numpy(),
                                   result.x.astype(dtype.as_numpy_dtype))
-  assert [p.nfev for p in progress] == [p.nfev for p in one_device_progress]
+  # Chunked: the same iterate and count after every iteration, too.
+  assert len(progress) == len(one_device_progress) == (
+      result.nit if chunked else 0)
+  for p, p_expected in zip(progress, one_device_progress):
+    assert p.nfev == p_expected.nfev
+    np.testing.assert_allclose(p.x, p_expected.x, rtol=_RTOL[dtype])
 
 
 def _fit(strategy, method, dtype, inputs, **kwargs):
