@@ -60,23 +60,22 @@ def _problem(strategy):
   y = (np.sin(x).sum(axis=1, keepdims=True)
        + 0.1 * rng.normal(size=(_SAMPLES, 1))).astype(np.float32)
 
+  # The default strategy's scope is one device, as without a strategy.
+  scope = (strategy or tf.distribute.get_strategy()).scope
+
   def build():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((_FEATURES,)),
-        keras.layers.Dense(_WIDTH, activation="tanh"),
-        keras.layers.Dense(_WIDTH, activation="tanh"),
-        keras.layers.Dense(1),
-    ])
-    model.compile(loss="mse")
+    with scope():
+      keras.utils.set_random_seed(0)
+      model = keras.Sequential([
+          keras.Input((_FEATURES,)),
+          keras.layers.Dense(_WIDTH, activation="tanh"),
+          keras.layers.Dense(_WIDTH, activation="tanh"),
+          keras.layers.Dense(1),
+      ])
+      model.compile(loss="mse")
     return model
 
-  if strategy is None:
-    return x, y, build
-  def build_in_scope():
-    with strategy.scope():
-      return build()
-  return x, y, build_in_scope
+  return x, y, build
 
 
 def _measure(strategy, method, iterations, repeats):

@@ -47,25 +47,25 @@ def make_data(samples):
   return x, y
 
 
-def make_model(width):
-  keras.utils.set_random_seed(0)
-  model = keras.Sequential([
-      keras.Input((2,)),
-      keras.layers.Dense(width, activation="tanh"),
-      keras.layers.Dense(width, activation="tanh"),
-      keras.layers.Dense(1),
-  ])
-  model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+def make_model(width, strategy):
+  """The model, built under `strategy`'s scope (None: one device)."""
+  # The default strategy's scope is one device, as without a strategy.
+  strategy = strategy or tf.distribute.get_strategy()
+  with strategy.scope():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((2,)),
+        keras.layers.Dense(width, activation="tanh"),
+        keras.layers.Dense(width, activation="tanh"),
+        keras.layers.Dense(1),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
   return model
 
 
 def keras_fit(strategy, x, y, width, iterations):
   """Adam, then L-BFGS; returns the L-BFGS loss history."""
-  if strategy is None:
-    model = make_model(width)
-  else:
-    with strategy.scope():
-      model = make_model(width)
+  model = make_model(width, strategy)
   model.fit(x, y, epochs=20, batch_size=len(x), shuffle=False, verbose=0)
   history = tf_extopt.keras.fit(model, x, y, max_iterations=iterations,
                                 verbose=0)
@@ -74,11 +74,7 @@ def keras_fit(strategy, x, y, width, iterations):
 
 def custom_loss(strategy, x, y, width, iterations):
   """L-BFGS on a per-replica loss; returns the final loss."""
-  if strategy is None:
-    model = make_model(width)
-  else:
-    with strategy.scope():
-      model = make_model(width)
+  model = make_model(width, strategy)
   x, y = tf.constant(x), tf.constant(y)
   n = len(x)
 

@@ -43,9 +43,7 @@ def _least_squares_data():
 
 def _variable(dtype, strategy=None):
   init = tf.constant([0.5, -0.2, 0.1, 0.3, -0.4], dtype)
-  if strategy is None:
-    return tf.Variable(init)
-  with strategy.scope():
+  with (strategy or tf.distribute.get_strategy()).scope():
     return tf.Variable(init)
 
 
@@ -129,11 +127,8 @@ def _fit(strategy, method, dtype, inputs, **kwargs):
   else:
     data = dict(x=x, y=y)
   with helpers.floatx(dtype):
-    if strategy is None:
+    with (strategy or tf.distribute.get_strategy()).scope():
       model = helpers.model()
-    else:
-      with strategy.scope():
-        model = helpers.model()
     history = tf_extopt.keras.fit(model, method=method, max_iterations=5,
                                   verbose=0, **data, **kwargs)
   return model, history
