@@ -24,7 +24,8 @@ The algorithm-specific parts come in through a `Strategy`:
   forget the memory (True) or just skip the pair (False).
 * ``refine_steps`` (default False): whether the line search may spend one
   more trial at the modelled line minimiser after a point with sufficient
-  decrease (see "Refinement" in `_linesearch`).
+  decrease, under the rule `_linesearch.refine_tolerance` picks for the
+  problem's size (see "Refinement" in `_linesearch`).
 
 Each iteration::
 
@@ -205,9 +206,13 @@ def _start_searches(state, where, strategy, empty_memory=False):
   # projected gradient that the tolerance did not catch): nothing to search.
   hopeless = where & ~(slope < 0)
   first = strategy.initial_step(d, state.iteration, memory)
+  refine_tolerance = None
+  if strategy.refine_steps:
+    refine_tolerance = _linesearch.refine_tolerance(
+        tf.shape(state.x)[-1], tf.shape(memory.s)[0])
   search = _linesearch.init(first, state.f, slope,
                             strategy.max_step(state.x, d),
-                            refine=strategy.refine_steps)
+                            refine_tolerance=refine_tolerance)
   return state._replace(
       memory=memory,
       direction=_where(where, d, state.direction),
