@@ -9,7 +9,8 @@ weights, in the same process:
   cap. Each driver is warmed up first (tracing), then timed `--repeats`
   times, interleaved; the median is reported. Both interfaces are
   constructed once, as a user would, so tracing is not timed.
-* the loss each reaches after the same number of objective evaluations:
+* the loss each reaches after the iterations (the last iterate of the
+  untimed run below), and after the same number of objective evaluations:
   an untimed run records (evaluations, loss) at every iterate of both, and
   the loss at the last iterate within `E` evaluations is compared, `E` being
   the smaller of the two runs' totals.
@@ -115,7 +116,7 @@ def bench(samples, width, maxiter, repeats, jit):
     nit, nfev = stats[name]
     total = statistics.median(times[name])
     rows.append((name, nit, nfev, 1e3 * total / nit, 1e3 * total / nfev,
-                 base_per_iter / (total / nit),
+                 base_per_iter / (total / nit), curves[name][-1][1],
                  loss_at(curves[name], budget)))
   return n_params, budget, rows
 
@@ -132,16 +133,16 @@ def main():
         (args.maxiter, args.repeats, tf.__version__, keras.__version__,
          scipy.__version__, os.cpu_count()))
   print("| model (samples x width, params) | driver | iterations | evals "
-        "| ms/iter | ms/eval | speed-up per iter vs SciPy | loss at E evals "
-        "(E) |")
-  print("|---|---|---:|---:|---:|---:|---:|---:|")
+        "| ms/iter | ms/eval | speed-up per iter vs SciPy | loss after the "
+        "iterations | loss at E evals (E) |")
+  print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
   for samples, width in ((4096, 64), (256, 16)):
     n_params, budget, rows = bench(samples, width, args.maxiter,
                                    args.repeats, not args.no_jit)
-    for name, nit, nfev, ms_it, ms_ev, speedup, loss in rows:
+    for name, nit, nfev, ms_it, ms_ev, speedup, final, loss in rows:
       print("| %d x %d (%d) | %s | %d | %d | %.3f | %.3f | %.2fx | %.4e "
-            "(%d) |" % (samples, width, n_params, name, nit, nfev, ms_it,
-                        ms_ev, speedup, loss, budget))
+            "| %.4e (%d) |" % (samples, width, n_params, name, nit, nfev,
+                               ms_it, ms_ev, speedup, final, loss, budget))
 
 
 if __name__ == "__main__":

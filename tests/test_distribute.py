@@ -262,9 +262,11 @@ def test_two_workers_train_one_model(tmp_path):
                                history.history["loss"], rtol=1e-5)
     np.testing.assert_array_equal(runs[0][method + "_nfev"],
                                   history.evaluations)
+    # float32, and the workers sum the gradient in another order than one
+    # device does: the weights (of size ~1) agree to a few float32 ulps.
     for i, w in enumerate(model.get_weights()):
       np.testing.assert_allclose(runs[0]["%s_w%d" % (method, i)], w,
-                                 rtol=1e-5, atol=1e-6)
+                                 rtol=1e-5, atol=1e-5, err_msg=method)
   # The chief's StopAt(3) stopped both workers after 4 iterations.
   assert len(runs[1]["lbfgs_loss"]) == 4
   # Only the chief printed progress, and wrote logs and checkpoints.

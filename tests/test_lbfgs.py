@@ -18,6 +18,7 @@ import tensorflow_probability as tfp
 from scipy.stats import special_ortho_group
 
 import tf_extopt
+from tf_extopt import _linesearch
 from tf_extopt import test_problems
 from tests import _solver_regimes
 from tests._solver_regimes import regime  # pylint: disable=unused-import
@@ -276,6 +277,54 @@ def test_same_minima_as_scipy(problem, regime, request):
   # SciPy's count (SciPy's includes its first evaluation, as ours does);
   # the benchmark's median over these problems stays at or below SciPy's.
   assert ours.num_objective_evaluations <= 1.3 * reference.nfev
+
+
+# --- The line search's refinement rule ---------------------------------------
+
+# phi(a) and phi'(a) along one line, phi(0) = 0, phi'(0) = -1. From the unit
+# trial, the secant step goes to 0.625 on the cubic line and to 2 on the
+# quadratic one (its exact minimum).
+LINES = {
+    "cubic": (lambda a: (-a + a ** 2 / 2 + a ** 3 / 5, -1 + a + 0.6 * a ** 2),
+              0.625),
+    "quadratic": (lambda a: (-a + a ** 2 / 4, -1 + a / 2), 2.0),
+}
+
+
+@pytest.mark.parametrize("line", sorted(LINES))
+@pytest.mark.parametrize("n, m", [(20, 10), (10, 10), (3, 10)])
+def test_refinement_rule_depends_on_n_against_m(line, n, m):
+  """`n > m` refines every decrease; `n <= m` only lines that are quadratic.
+
+  The unit trial is a strong-Wolfe point on both lines, so without the
+  refinement the search would end there after one trial.
+  """
+  phi, secant_step = LINES[line]
+  one = lambda v: tf.constant([v], tf.float64)
+  state = _linesearch.init(
+      one(1.0), one(0.0), one(-1.0), one(1e10),
+      refine_tolerance=_linesearch.refine_tolerance(n, m))
+  trials = []
+  status = _linesearch.CONTINUE
+  while status == _linesearch.CONTINUE:
+    step = float(_linesearch.unpack(state).step[0])
+    trials.append(step)
+    value, slope = phi(step)
+    state, status, _ = _linesearch.step(state, one(value), one(slope),
+                                        tf.constant([True]))
+    status = int(status[0])
+  assert status == _linesearch.CONVERGED
+  refines = n > m or line == "quadratic"
+  np.testing.assert_allclose(trials, [1.0, secant_step] if refines else [1.0])
+
+
+def test_refinement_can_be_off():
+  """Without a tolerance (L-BFGS-B under bounds) nothing is refined."""
+  one = lambda v: tf.constant([v], tf.float64)
+  state = _linesearch.init(one(1.0), one(0.0), one(-1.0), one(1e10))
+  _, status, _ = _linesearch.step(state, one(-0.75), one(-0.5),
+                                  tf.constant([True]))
+  assert int(status[0]) == _linesearch.CONVERGED
 
 
 # --- Every regime, both dtypes ----------------------------------------------

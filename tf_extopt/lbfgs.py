@@ -52,16 +52,18 @@ def lbfgs_minimize(value_and_gradients_function,
   cached per objective and static options and reused (see `_eager`); an
   objective that cannot be traced runs op by op with a `NotCompiledWarning`.
 
-  Refinement: when a trial step `a` with sufficient decrease (Wolfe or not)
-  is well modelled by the quadratic through `phi(0)`, `phi'(0)` and `phi'(a)` (the cubic term of the
-  Hermite fit is small: `|phi(a) - phi(0) - a (phi'(0) + phi'(a)) / 2| <=
-  1e-3 (phi(0) - phi(a))`) and the point does not already meet `tolerance`,
-  one more evaluation goes to that quadratic's minimiser
-  `a* = a phi'(0) / (phi'(0) - phi'(a))`, kept if it is no higher. On a
-  quadratic this is the exact line search, so the iterations are those of
-  TFP (whose Hager–Zhang steps land near the line minimum), e.g. the 100-D
-  sphere in one iteration; elsewhere the rule rarely fires. See
-  `_linesearch` for the details.
+  Refinement: after a trial step `a` with sufficient decrease (Wolfe or
+  not) that does not already meet `tolerance`, one more evaluation may go to
+  the minimiser of the quadratic through `phi(0)`, `phi'(0)` and `phi'(a)`,
+  `a* = a phi'(0) / (phi'(0) - phi'(a))`, kept if it is no higher. With no
+  more variables than `num_correction_pairs` (`n <= m`) this happens only
+  when that quadratic fits the line (the cubic term of the Hermite fit is
+  small: `|phi(a) - phi(0) - a (phi'(0) + phi'(a)) / 2| <= 1e-3 (phi(0) -
+  phi(a))`); with `n > m` after every such trial, since the iterations then
+  depend on near-exact steps. On a quadratic this is the exact line search,
+  so the iterations are those of TFP (whose Hager–Zhang steps land near the
+  line minimum), e.g. the 100-D sphere in one iteration. See `_linesearch`
+  for the details and the measurements behind the rule.
 
   Differences from TFP, all deliberate:
 
