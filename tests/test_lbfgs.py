@@ -291,19 +291,15 @@ LINES = {
 }
 
 
-@pytest.mark.parametrize("line", sorted(LINES))
-@pytest.mark.parametrize("n, m", [(20, 10), (10, 10), (3, 10)])
-def test_refinement_rule_depends_on_n_against_m(line, n, m):
-  """`n > m` refines every decrease; `n <= m` only lines that are quadratic.
+def search_line(phi, refine_tolerance):
+  """Runs one line search along `phi` from the unit trial.
 
-  The unit trial is a strong-Wolfe point on both lines, so without the
-  refinement the search would end there after one trial.
+  Returns:
+    `(trials, status)`: the steps evaluated, and the final status.
   """
-  phi, secant_step = LINES[line]
   one = lambda v: tf.constant([v], tf.float64)
-  state = _linesearch.init(
-      one(1.0), one(0.0), one(-1.0), one(1e10),
-      refine_tolerance=_linesearch.refine_tolerance(n, m))
+  state = _linesearch.init(one(1.0), one(0.0), one(-1.0), one(1e10),
+                           refine_tolerance=refine_tolerance)
   trials = []
   status = _linesearch.CONTINUE
   while status == _linesearch.CONTINUE:
@@ -313,18 +309,30 @@ def test_refinement_rule_depends_on_n_against_m(line, n, m):
     state, status, _ = _linesearch.step(state, one(value), one(slope),
                                         tf.constant([True]))
     status = int(status[0])
+  return trials, status
+
+
+@pytest.mark.parametrize("line", sorted(LINES))
+@pytest.mark.parametrize("n, m", [(20, 10), (10, 10), (3, 10)])
+def test_refinement_rule_depends_on_n_against_m(line, n, m):
+  """`n > m` refines every decrease; `n <= m` only lines that are quadratic.
+
+  The unit trial is a strong-Wolfe point on both lines, so without the
+  refinement the search would end there after one trial.
+  """
+  phi, secant_step = LINES[line]
+  trials, status = search_line(phi, _linesearch.refine_tolerance(n, m))
   assert status == _linesearch.CONVERGED
   refines = n > m or line == "quadratic"
   np.testing.assert_allclose(trials, [1.0, secant_step] if refines else [1.0])
 
 
-def test_refinement_can_be_off():
+@pytest.mark.parametrize("line", sorted(LINES))
+def test_refinement_can_be_off(line):
   """Without a tolerance (L-BFGS-B under bounds) nothing is refined."""
-  one = lambda v: tf.constant([v], tf.float64)
-  state = _linesearch.init(one(1.0), one(0.0), one(-1.0), one(1e10))
-  _, status, _ = _linesearch.step(state, one(-0.75), one(-0.5),
-                                  tf.constant([True]))
-  assert int(status[0]) == _linesearch.CONVERGED
+  trials, status = search_line(LINES[line][0], None)
+  assert status == _linesearch.CONVERGED
+  np.testing.assert_allclose(trials, [1.0])
 
 
 # --- Every regime, both dtypes ----------------------------------------------
