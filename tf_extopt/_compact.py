@@ -15,8 +15,8 @@ and ``[B, 2m, 2m]``: unused slots have zero columns in ``W`` and a unit
 diagonal entry in ``K``, so they contribute nothing to ``B``. ``M`` is formed
 explicitly (it is at most 2m x 2m) from the two symmetric positive definite
 blocks of ``K`` (``D`` and ``T = theta S^T S + L D^{-1} L^T``, SciPy's
-``formt``), each inverted by Gauss-Jordan elimination; no QR, which
-XLA runs slowly on CPU. Members where a block is not numerically positive
+``formt``), ``D`` elementwise and ``T`` by Gauss-Jordan elimination; no QR,
+which XLA runs slowly on CPU. Members where a block is not numerically positive
 definite are reported, so the caller can drop their memory as SciPy does when
 its Cholesky factorisation fails.
 """
@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from tf_extopt import _context
 from tf_extopt import _memory
+from tf_extopt import _small
 
 __all__ = ["CompactForm", "compact_form", "initial_scaling", "spd_inverse",
            "quasi_definite_inverse"]
@@ -97,7 +98,7 @@ def spd_inverse(matrix, unroll=False):
   return matrix, ok
 
 
-def quasi_definite_inverse(p, c, a):
+def quasi_definite_inverse(p, c, a, diagonal_p=False):
   """Batched inverse of `K = [[-P, C^T], [C, A]]` by its two SPD blocks.
 
   `P` is symmetric positive definite and the Schur complement
@@ -111,19 +112,29 @@ def quasi_definite_inverse(p, c, a):
   with both inverses from `spd_inverse`, so no pivoting and no QR.
 
   Args:
-    p, c, a: `[B, k, k]` each.
+    p, c, a: `[B, k, k]` each; with `diagonal_p`, `p` is the `[B, k]`
+      diagonal of a diagonal `P` (the compact form's `D`), inverted
+      elementwise.
 
   Returns:
     `(inverse [B, 2k, 2k], ok [B] bool)`; `ok` is false where `P` or `T` is
     not numerically positive definite (the memory should then be dropped,
     as SciPy does when its Cholesky factorisation fails).
   """
-  p_inverse, p_ok = spd_inverse(p)
-  e = tf.linalg.matmul(c, p_inverse)
-  t = a + tf.linalg.matmul(e, c, transpose_b=True)
+  if diagonal_p:
+    eps = np.finfo(p.dtype.as_numpy_dtype).eps
+    scale = tf.reduce_max(tf.abs(p), axis=-1, keepdims=True)
+    p_ok = tf.reduce_all(p > eps * p.shape[-1] * scale, axis=-1)
+    inverse_diagonal = 1.0 / tf.where(p_ok[:, None], p, tf.ones_like(p))
+    p_inverse = tf.linalg.diag(inverse_diagonal)
+    e = c * inverse_diagonal[:, None, :]
+  else:
+    p_inverse, p_ok = spd_inverse(p)
+    e = _small.matmul(c, p_inverse)
+  t = a + _small.matmul(e, c, transpose_b=True)
   t_inverse, t_ok = spd_inverse(0.5 * (t + tf.linalg.matrix_transpose(t)))
-  lower_left = tf.linalg.matmul(t_inverse, e)                # T^{-1} E
-  upper_left = -p_inverse + tf.linalg.matmul(e, lower_left, transpose_a=True)
+  lower_left = _small.matmul(t_inverse, e)                   # T^{-1} E
+  upper_left = -p_inverse + _small.matmul(e, lower_left, transpose_a=True)
   inverse = tf.concat([
       tf.concat([upper_left, tf.linalg.matrix_transpose(lower_left)],
                 axis=-1),
@@ -149,17 +160,17 @@ def compact_form(memory):
   """Returns the `CompactForm` of each member's memory."""
   s, y, valid = _memory.chronological(memory)  # [B, m, n], oldest first.
   dtype = s.dtype
-  num_pairs = s.shape[1]
   theta = initial_scaling(s, y, memory.count)
 
   w = tf.concat([tf.transpose(y, [0, 2, 1]),
                  theta[:, None, None] * tf.transpose(s, [0, 2, 1])], axis=-1)
-  sy = tf.linalg.matmul(s, y, transpose_b=True)  # [i, j] = s_i . y_j
-  ss = tf.linalg.matmul(s, s, transpose_b=True)
+  sy = _small.matmul(s, y, transpose_b=True)  # [i, j] = s_i . y_j
+  ss = _small.matmul(s, s, transpose_b=True)
   d = tf.linalg.diag_part(sy)
   lower = tf.linalg.band_part(sy, -1, 0) - tf.linalg.diag(d)
   unused = tf.linalg.diag(tf.cast(~valid, dtype))
-  m, ok = quasi_definite_inverse(tf.linalg.diag(d) + unused, lower,
-                                 theta[:, None, None] * ss + unused)
+  m, ok = quasi_definite_inverse(d + tf.cast(~valid, dtype), lower,
+                                 theta[:, None, None] * ss + unused,
+                                 diagonal_p=True)
   return CompactForm(theta=theta, w=w, d=d + tf.cast(~valid, dtype),
                      lower=lower, valid=valid, m=m, ok=ok)

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from tf_extopt import _cauchy
 from tf_extopt import _compact
+from tf_extopt import _small
 
 __all__ = ["compact_newton_step", "bring_inside"]
 
@@ -53,10 +54,10 @@ def compact_newton_step(x, g, compact, cauchy):
   free = cauchy.free
   xcp = cauchy.x
   freef = tf.cast(free, x.dtype)
-  wm_c = tf.linalg.matvec(w, tf.linalg.matvec(m, cauchy.c))   # W M c
+  wm_c = _small.matvec(w, _small.matvec(m, cauchy.c))   # W M c
   r = -(g + theta[:, None] * (xcp - x) - wm_c) * freef
   wz = w * freef[..., None]                                  # Z Z^T W
-  wz_r = tf.linalg.matvec(wz, r, transpose_a=True)           # W^T Z r
+  wz_r = _small.matvec(wz, r, transpose_a=True)           # W^T Z r
   # v = N^{-1} M W^T Z r = (K - W^T Z Z^T W / theta)^{-1} W^T Z r, and that
   # matrix has K's structure [[-P, C^T], [C, A]] (SciPy's `formk`).
   num_pairs = compact.d.shape[-1]
@@ -64,16 +65,16 @@ def compact_newton_step(x, g, compact, cauchy):
   s_held = w[..., num_pairs:] * (1.0 - freef)[..., None]
   over_theta = 1.0 / theta[:, None, None]
   p = (tf.linalg.diag(compact.d)
-       + tf.linalg.matmul(y_free, y_free, transpose_a=True) * over_theta)
-  c = compact.lower - tf.linalg.matmul(s_free, y_free,
+       + _small.matmul(y_free, y_free, transpose_a=True) * over_theta)
+  c = compact.lower - _small.matmul(s_free, y_free,
                                        transpose_a=True) * over_theta
   unused = tf.linalg.diag(tf.cast(~compact.valid, x.dtype))
-  a = (tf.linalg.matmul(s_held, s_held, transpose_a=True) * over_theta
+  a = (_small.matmul(s_held, s_held, transpose_a=True) * over_theta
        + unused)
   inverse, ok = _compact.quasi_definite_inverse(p, c, a)
-  v = tf.linalg.matvec(inverse, wz_r)
+  v = _small.matvec(inverse, wz_r)
   du = (r / theta[:, None]
-        + tf.linalg.matvec(wz, v) / (theta * theta)[:, None])
+        + _small.matvec(wz, v) / (theta * theta)[:, None])
   return du * freef, ok
 
 

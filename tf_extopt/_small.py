@@ -1,0 +1,53 @@
+"""Batched products of small matrices: `[B, i, k] x [B, k, j]`, `k, j <= 2m`.
+
+L-BFGS-B's compact form multiplies thousands of tiny matrices per trip. XLA's
+CPU backend runs a batched `dot` as one small matrix product per member,
+which costs about three times a broadcast product summed over the shared axis
+that XLA fuses into one pass (measured for B = 1000 under `jit_compile=True`:
+`[10, 10] x [10, 10]` 0.47 against 0.17 ms, `[100, 20] x [20, 20]` 6.1
+against 2.2 ms). Outside XLA the broadcast materialises its `[B, i, k, j]`
+product and is several times slower, so there the products stay
+`tf.linalg.matmul`. The same functions serve both, chosen at trace time.
+
+The broadcast only wins while the summed axis is short: with 40 or more terms
+XLA's reduction runs several times slower than its `dot` (measured, `[10, n]
+x [n, 10]`: 0.63 against 1.16 ms for n = 32, 1.66 against 1.40 for n = 40;
+`[20, n] x [n, 20]`: 13.5 against 2.7 ms for n = 40). Products summed over
+more than `MAX_FUSED_TERMS` use `dot` under XLA too.
+"""
+
+import tensorflow as tf
+
+from tf_extopt import _context
+
+__all__ = ["matmul", "matvec", "MAX_FUSED_TERMS"]
+
+MAX_FUSED_TERMS = 32
+
+
+def _fuse(terms):
+  """Whether a product summed over `terms` (static or None) is broadcast."""
+  return (_context.in_xla_context() and terms is not None
+          and terms <= MAX_FUSED_TERMS)
+
+
+def matmul(a, b, transpose_a=False, transpose_b=False):
+  """`a @ b` over the last two axes, each optionally transposed."""
+  if not _fuse(a.shape[-2] if transpose_a else a.shape[-1]):
+    return tf.linalg.matmul(a, b, transpose_a=transpose_a,
+                            transpose_b=transpose_b)
+  if transpose_a:
+    a = tf.linalg.matrix_transpose(a)
+  if not transpose_b:
+    b = tf.linalg.matrix_transpose(b)
+  # [..., i, 1, k] x [..., 1, j, k] summed over k.
+  return tf.reduce_sum(a[..., :, None, :] * b[..., None, :, :], axis=-1)
+
+
+def matvec(a, v, transpose_a=False):
+  """`a @ v` for `a` `[..., i, k]` (or its transpose) and `v` `[..., k]`."""
+  if not _fuse(a.shape[-2] if transpose_a else a.shape[-1]):
+    return tf.linalg.matvec(a, v, transpose_a=transpose_a)
+  if transpose_a:
+    return tf.reduce_sum(a * v[..., :, None], axis=-2)
+  return tf.reduce_sum(a * v[..., None, :], axis=-1)
