@@ -28,6 +28,7 @@ from tf_extopt import _cauchy
 from tf_extopt import _compact
 from tf_extopt import _dense
 from tf_extopt import _memory
+from tf_extopt import _small
 from tf_extopt import _subspace
 from tf_extopt import lbfgsb
 from tf_extopt import test_problems
@@ -608,6 +609,85 @@ def test_quasi_definite_inverse_and_its_failure_flag():
     matrix = np.block([[-p[i], c[i].T], [c[i], a[i]]])
     np.testing.assert_allclose(inverse.numpy()[i], np.linalg.inv(matrix),
                                rtol=1e-8, atol=1e-10)
+
+
+def test_quasi_definite_inverse_with_a_diagonal_block(regime):
+  """`diagonal_p` (the compact form's `D`) inverts the same matrix."""
+  rng = np.random.RandomState(2)
+  k = 5
+  p = rng.uniform(0.5, 2.0, (3, k))
+  c = rng.randn(3, k, k)
+  a = rng.randn(3, k, k)
+  a = a @ np.transpose(a, [0, 2, 1])
+  p[2, 1] = -1.0                        # P not positive definite
+  inverse, ok = run(regime, functools.partial(
+      _compact.quasi_definite_inverse, diagonal_p=True), p, c, a)
+  np.testing.assert_array_equal(ok, [True, True, False])
+  for i in (0, 1):
+    matrix = np.block([[-np.diag(p[i]), c[i].T], [c[i], a[i]]])
+    np.testing.assert_allclose(inverse[i], np.linalg.inv(matrix),
+                               rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("terms", [3, _small.MAX_FUSED_TERMS + 1])
+def test_small_products_match_numpy(regime, terms):
+  """Both ways `_small` multiplies (broadcast and `dot`), all transposes."""
+  rng = np.random.RandomState(terms)
+  a, b = rng.randn(4, 3, terms), rng.randn(4, terms, 2)
+  v = rng.randn(4, terms)
+
+  def products(a, b, v):
+    a_t = tf.linalg.matrix_transpose(a)
+    b_t = tf.linalg.matrix_transpose(b)
+    return (_small.matmul(a, b), _small.matmul(a_t, b, transpose_a=True),
+            _small.matmul(a, b_t, transpose_b=True),
+            _small.matmul(a_t, b_t, transpose_a=True, transpose_b=True),
+            _small.matvec(a, v), _small.matvec(a_t, v, transpose_a=True))
+
+  results = run(regime, products, a, b, v)
+  for product in results[:4]:
+    np.testing.assert_allclose(product, a @ b, rtol=1e-12)
+  for product in results[4:]:
+    np.testing.assert_allclose(product, np.einsum("bik,bk->bi", a, v),
+                               rtol=1e-12)
+
+
+def test_compact_cauchy_point_equals_the_sorted_one(regime):
+  """Next breakpoint by minimum per trip = SciPy's sorted visit.
+
+  Against `_dense.cauchy_point`, which sorts the breakpoints and recomputes
+  `f'`, `f''` from the explicit matrix: same point and free set, with ties
+  between breakpoints, infinite bounds, variables held at a bound and
+  members with and without pairs; `c` is `W^T (x^c - x)`.
+  """
+  batch, n, num_pairs = 6, 12, 4
+  counts = [0, 1, 4, 4, 3, 4]
+  memory = _random_memory(batch, num_pairs, n, counts, seed=8)
+  rng = np.random.RandomState(9)
+  x = rng.uniform(-1.0, 1.0, (batch, n))
+  g = rng.randn(batch, n) * rng.uniform(0.5, 3.0, (batch, 1))
+  lower = np.where(rng.uniform(size=(batch, n)) < 0.2, -np.inf, -1.2)
+  upper = np.full((batch, n), 1.2)
+  x[rng.uniform(size=(batch, n)) < 0.15] = 1.2        # at the upper bound
+  # Equal breakpoints: the same distance to the bound and the same slope.
+  x[:, 1] = x[:, 2] = 0.3
+  g[:, 1] = g[:, 2] = -2.0
+
+  def both(x, g, lower, upper):
+    compact = _compact.compact_form(memory)
+    cauchy = _cauchy.generalized_cauchy_point(x, g, lower, upper, compact)
+    theta, matrix = _dense.bfgs_matrix(memory)
+    dense = _dense.cauchy_point(x, g, lower, upper, theta, matrix)
+    return cauchy, dense.x, dense.free, compact.w
+
+  cauchy, dense_x, dense_free, w = run(regime, both, x, g, lower, upper)
+  np.testing.assert_allclose(cauchy.x, dense_x, rtol=1e-10, atol=1e-12)
+  np.testing.assert_array_equal(cauchy.free, dense_free)
+  np.testing.assert_allclose(
+      cauchy.c, np.einsum("bnk,bn->bk", w, cauchy.x - x), atol=1e-10)
+  # Some members stop between breakpoints after passing several.
+  passed = (~cauchy.free).sum(axis=-1)
+  assert (passed >= 2).any() and cauchy.free.any(axis=-1).all()
 
 
 @pytest.mark.parametrize("counts", [[0, 1, 3, 4], [4, 4, 2, 4]])

@@ -39,8 +39,8 @@ import tensorflow as tf
 
 from tf_extopt import _small
 
-__all__ = ["CauchyPoint", "path_breakpoints", "breakpoints", "generalized_cauchy_point", "dot",
-           "segment_minimiser", "path_end"]
+__all__ = ["CauchyPoint", "path_breakpoints", "breakpoints",
+           "generalized_cauchy_point", "dot", "segment_minimiser", "path_end"]
 
 CauchyPoint = collections.namedtuple(
     "CauchyPoint",
