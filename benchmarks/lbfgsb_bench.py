@@ -2,6 +2,7 @@
 
     python benchmarks/lbfgsb_bench.py [--batch 1000] [--dims 4,30,100]
                                       [--skip-single] [--rounds 3]
+                                      [--profile]
 
 Part 1: bounded versions of the package's classic problems (each problem's
 box is placed so that some bounds are active at the solution), plus bounded
@@ -18,6 +19,13 @@ compilation is excluded) against a Python loop calling SciPy on each, with
 NumPy objectives for SciPy; three rounds (`--rounds`) with the solvers in
 turns. n = 4 takes the explicit n x n matrix, n = 30 and 100 the compact
 representation (n > 2m).
+
+Part 3 (`--profile`, instead of parts 1 and 2): where one loop trip of the
+compact path goes. The pieces of a bounded direction (compact form,
+generalized Cauchy point, subspace step) and, for scale, the unconstrained
+two-loop recursion, each compiled alone with XLA for `--batch` members
+holding m = 10 random pairs, a fifth of the variables at a bound; warm,
+median over repeats.
 
 Prints markdown tables. Not a test: nothing is asserted.
 """
@@ -207,6 +215,55 @@ def part_two(size, n, rounds=3):
         " (m = 10).\n")
 
 
+def profile(size, dims, repeats=20):
+  # Private modules: this part times the solver's own pieces.
+  from tf_extopt import _cauchy, _compact, _memory, _subspace  # pylint: disable=g-import-not-at-top
+  num_pairs = 10
+  print(f"## One loop trip of the compact path, {size} members, m = "
+        f"{num_pairs}, XLA\n")
+  print("| n | compact form | generalized Cauchy point | subspace step "
+        "| (two-loop recursion) |")
+  print("|---:|---:|---:|---:|---:|")
+  for n in dims:
+    if n <= tf_extopt.lbfgsb.DENSE_RATIO * num_pairs:
+      continue
+    rng = np.random.RandomState(n)
+    memory = _memory.empty(size, num_pairs, n, tf.float64)
+    for _ in range(num_pairs):
+      s = rng.randn(size, n)
+      y = 2.0 * s + 0.1 * rng.randn(size, n)
+      memory = _memory.push(memory, tf.constant(s), tf.constant(y),
+                            tf.ones([size], tf.bool))
+    x = rng.uniform(-1.0, 1.0, (size, n))
+    x[rng.uniform(size=(size, n)) < 0.2] = 1.5
+    x, g = tf.constant(x), tf.constant(rng.randn(size, n))
+    lower = tf.fill([size, n], tf.constant(-1.5, tf.float64))
+    upper = -lower
+    pieces = [
+        (tf.function(_compact.compact_form, jit_compile=True), (memory,)),
+        (tf.function(lambda x, g, compact: _cauchy.generalized_cauchy_point(
+            x, g, lower, upper, compact), jit_compile=True), (x, g)),
+        (tf.function(_subspace.compact_newton_step, jit_compile=True),
+         (x, g)),
+        (tf.function(_memory.direction, jit_compile=True), (memory, g)),
+    ]
+    compact = pieces[0][0](memory)
+    cauchy = pieces[1][0](x, g, compact)
+    pieces[1] = (pieces[1][0], (x, g, compact))
+    pieces[2] = (pieces[2][0], (x, g, compact, cauchy))
+    cells = []
+    for function, args in pieces:
+      function(*args)                                # compile, warm up
+      times = []
+      for _ in range(repeats):
+        began = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy(), function(*args))
+        times.append(time.perf_counter() - began)
+      cells.append(f"{1e3 * np.median(times):.1f} ms")
+    print(f"| {n} | " + " | ".join(cells) + " |")
+  print()
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=1000)
@@ -215,7 +272,12 @@ def main():
   parser.add_argument("--skip-single", action="store_true")
   parser.add_argument("--rounds", type=int, default=3,
                       help="alternating timed rounds in part 2")
+  parser.add_argument("--profile", action="store_true",
+                      help="time the compact path's pieces instead")
   args = parser.parse_args()
+  if args.profile:
+    profile(args.batch, [int(n) for n in args.dims.split(",")])
+    return
   if not args.skip_single:
     part_one()
   for n in args.dims.split(","):
