@@ -23,9 +23,9 @@ representation (n > 2m).
 Part 3 (`--profile`, instead of parts 1 and 2): where one loop trip of the
 compact path goes. The pieces of a bounded direction (compact form,
 generalized Cauchy point, subspace step) and, for scale, the unconstrained
-two-loop recursion, each compiled alone with XLA for `--batch` members
-holding m = 10 random pairs, a fifth of the variables at a bound; warm,
-median over repeats.
+two-loop recursion, each alone in a `tf.function` with and without XLA, for
+`--batch` members holding m = 10 random pairs, a fifth of the variables at
+a bound; warm, median over repeats.
 
 Prints markdown tables. Not a test: nothing is asserted.
 """
@@ -220,10 +220,10 @@ def profile(size, dims, repeats=20):
   from tf_extopt import _cauchy, _compact, _memory, _subspace  # pylint: disable=g-import-not-at-top
   num_pairs = 10
   print(f"## One loop trip of the compact path, {size} members, m = "
-        f"{num_pairs}, XLA\n")
-  print("| n | compact form | generalized Cauchy point | subspace step "
+        f"{num_pairs}\n")
+  print("| n | mode | compact form | generalized Cauchy point | subspace step "
         "| (two-loop recursion) |")
-  print("|---:|---:|---:|---:|---:|")
+  print("|---:|---|---:|---:|---:|---:|")
   for n in dims:
     if n <= tf_extopt.lbfgsb.DENSE_RATIO * num_pairs:
       continue
@@ -239,28 +239,28 @@ def profile(size, dims, repeats=20):
     x, g = tf.constant(x), tf.constant(rng.randn(size, n))
     lower = tf.fill([size, n], tf.constant(-1.5, tf.float64))
     upper = -lower
-    pieces = [
-        (tf.function(_compact.compact_form, jit_compile=True), (memory,)),
-        (tf.function(lambda x, g, compact: _cauchy.generalized_cauchy_point(
-            x, g, lower, upper, compact), jit_compile=True), (x, g)),
-        (tf.function(_subspace.compact_newton_step, jit_compile=True),
-         (x, g)),
-        (tf.function(_memory.direction, jit_compile=True), (memory, g)),
-    ]
-    compact = pieces[0][0](memory)
-    cauchy = pieces[1][0](x, g, compact)
-    pieces[1] = (pieces[1][0], (x, g, compact))
-    pieces[2] = (pieces[2][0], (x, g, compact, cauchy))
-    cells = []
-    for function, args in pieces:
-      function(*args)                                # compile, warm up
-      times = []
-      for _ in range(repeats):
-        began = time.perf_counter()
-        tf.nest.map_structure(lambda t: t.numpy(), function(*args))
-        times.append(time.perf_counter() - began)
-      cells.append(f"{1e3 * np.median(times):.1f} ms")
-    print(f"| {n} | " + " | ".join(cells) + " |")
+
+    def cauchy_point(x, g, compact, lower=lower, upper=upper):
+      return _cauchy.generalized_cauchy_point(x, g, lower, upper, compact)
+
+    for mode, jit in (("XLA", True), ("tf.function", False)):
+      pieces = [tf.function(piece, jit_compile=jit) for piece in (
+          _compact.compact_form, cauchy_point, _subspace.compact_newton_step,
+          _memory.direction)]
+      compact = pieces[0](memory)
+      cauchy = pieces[1](x, g, compact)
+      arguments = [(memory,), (x, g, compact), (x, g, compact, cauchy),
+                   (memory, g)]
+      cells = []
+      for function, args in zip(pieces, arguments):
+        function(*args)                              # compile, warm up
+        times = []
+        for _ in range(repeats):
+          began = time.perf_counter()
+          tf.nest.map_structure(lambda t: t.numpy(), function(*args))
+          times.append(time.perf_counter() - began)
+        cells.append(f"{1e3 * np.median(times):.1f} ms")
+      print(f"| {n} | {mode} | " + " | ".join(cells) + " |")
   print()
 
 
