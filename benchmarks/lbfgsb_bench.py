@@ -42,6 +42,11 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 import tf_extopt  # pylint: disable=g-import-not-at-top
 from tf_extopt import test_problems  # pylint: disable=g-import-not-at-top
+# Private modules, for part 3, which times the solver's own pieces.
+from tf_extopt import _cauchy  # pylint: disable=g-import-not-at-top
+from tf_extopt import _compact  # pylint: disable=g-import-not-at-top
+from tf_extopt import _memory  # pylint: disable=g-import-not-at-top
+from tf_extopt import _subspace  # pylint: disable=g-import-not-at-top
 
 SCIPY_FTOL = 2.220446049250313e-09   # SciPy's default factr * eps.
 PGTOL = 1e-5
@@ -216,8 +221,6 @@ def part_two(size, n, rounds=3):
 
 
 def profile(size, dims, repeats=20):
-  # Private modules: this part times the solver's own pieces.
-  from tf_extopt import _cauchy, _compact, _memory, _subspace  # pylint: disable=g-import-not-at-top
   num_pairs = 10
   print(f"## One loop trip of the compact path, {size} members, m = "
         f"{num_pairs}\n")

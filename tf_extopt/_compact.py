@@ -15,10 +15,11 @@ and ``[B, 2m, 2m]``: unused slots have zero columns in ``W`` and a unit
 diagonal entry in ``K``, so they contribute nothing to ``B``. ``M`` is formed
 explicitly (it is at most 2m x 2m) from the two symmetric positive definite
 blocks of ``K`` (``D`` and ``T = theta S^T S + L D^{-1} L^T``, SciPy's
-``formt``), ``D`` elementwise and ``T`` by Gauss-Jordan elimination; no QR,
-which XLA runs slowly on CPU. Members where a block is not numerically positive
-definite are reported, so the caller can drop their memory as SciPy does when
-its Cholesky factorisation fails.
+``formt``): ``D`` elementwise, ``T`` by `spd_inverse` (Gauss-Jordan
+elimination under XLA, TF's Cholesky kernels elsewhere); no QR, which XLA
+runs slowly on CPU. Members where a block is not numerically positive
+definite are reported, so the caller can drop their memory as SciPy does
+when its Cholesky factorisation fails.
 """
 
 import collections
@@ -53,8 +54,8 @@ def spd_inverse(matrix, unroll=False):
   definite matrices never need it): `k` steps, each one fused pass over the
   batch. Only elementwise ops and reductions, the same on CPU, GPU and TPU
   (XLA's CPU decompositions cost milliseconds for a batch of 1000 tiny
-  matrices). A `tf.while_loop` unless `unroll`: the unrolled steps of the
-  four `m x m` inverses a compact-form trip had made compilation slower
+  matrices). A `tf.while_loop` unless `unroll`: unrolled, the four `m x m`
+  inverses a compact-form trip once took made compilation slower
   (measured on a loaded machine: 250 s against 170 s for 100 30-D problems).
 
   Elsewhere (eager, plain graphs), where every elementwise op is a kernel

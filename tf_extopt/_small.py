@@ -1,6 +1,7 @@
-"""Batched products of small matrices: `[B, i, k] x [B, k, j]`, `k, j <= 2m`.
+"""Batched products of small matrices, `[B, i, k] x [B, k, j]`.
 
-L-BFGS-B's compact form multiplies thousands of tiny matrices per trip. XLA's
+L-BFGS-B's compact form multiplies thousands of tiny matrices per trip
+(`2m x 2m` blocks, and `n x 2m` ones summed over `n`). XLA's
 CPU backend runs a batched `dot` as one small matrix product per member,
 which costs about three times a broadcast product summed over the shared axis
 that XLA fuses into one pass (measured for B = 1000 under `jit_compile=True`:
