@@ -29,6 +29,7 @@ from tf_extopt import _compact
 from tf_extopt import _dense
 from tf_extopt import _memory
 from tf_extopt import _small
+from tf_extopt import _strategies
 from tf_extopt import _subspace
 from tf_extopt import lbfgsb
 from tf_extopt import test_problems
@@ -688,6 +689,75 @@ def test_compact_cauchy_point_equals_the_sorted_one(regime):
   # Some members stop between breakpoints after passing several.
   passed = (~cauchy.free).sum(axis=-1)
   assert (passed >= 2).any() and cauchy.free.any(axis=-1).all()
+
+
+@contextlib.contextmanager
+def whole_batch_directions():
+  """Makes bounded strategies compute every member's direction at once."""
+  saved = _strategies.CHUNKED_MIN_BATCH
+  _strategies.CHUNKED_MIN_BATCH = np.inf
+  try:
+    yield
+  finally:
+    _strategies.CHUNKED_MIN_BATCH = saved
+
+
+@pytest.mark.parametrize("n", [4, 12])             # dense, compact (m = 4)
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_directions_in_chunks_equal_the_whole_batch(regime, n, share):
+  """Only the members that ask get a direction, and the same one.
+
+  A batch of 70 (two whole chunks and a padded third) against the same
+  directions computed for the whole batch at once; members not asking get
+  zero.
+  """
+  batch = _strategies.CHUNKED_MIN_BATCH + 6
+  counts = np.arange(batch) % 5
+  memory = _random_memory(batch, 4, n, counts, seed=10)
+  rng = np.random.RandomState(11)
+  x = rng.uniform(-1.0, 1.0, (batch, n))
+  g = rng.randn(batch, n)
+  lower = np.where(rng.uniform(size=(batch, n)) < 0.2, -np.inf, -1.2)
+  upper = np.full((batch, n), 1.2)
+  upper[:3] = np.inf
+  lower[:3] = -np.inf                   # unbounded members
+  where = rng.uniform(size=batch) < share
+
+  def directions(x, g, lower, upper, where):
+    strategy = _strategies.bounded_strategy(lower, upper, lbfgsb.DENSE_RATIO)
+    return strategy.direction(x, g, memory, where)
+
+  chunked = run(regime, directions, x, g, lower, upper, where)
+  with whole_batch_directions():
+    whole = run(regime, directions, x, g, lower, upper, where)
+  np.testing.assert_allclose(chunked[where], whole[where], rtol=1e-12,
+                             atol=1e-14)
+  np.testing.assert_array_equal(chunked[~where], 0.0)
+  if share > 0:                         # the comparison compared something
+    assert np.isfinite(whole[where]).all() and (whole[where] != 0).any()
+
+
+@pytest.mark.parametrize("n", [4, 12])
+def test_solves_in_chunks_take_the_same_iterates(n):
+  """A batch solved with chunked directions: same points, same evaluations."""
+  batch = _strategies.CHUNKED_MIN_BATCH + 6
+  rng = np.random.RandomState(12)
+  start = rng.uniform(-2.0, 2.0, (batch, n))
+  lower = rng.uniform(-2.5, -0.5, (batch, n))
+  upper = rng.uniform(0.3, 1.5, (batch, n))
+  function = test_problems.value_and_gradients(test_problems._rosenbrock)
+
+  def solve(start, lower, upper):
+    return tf_extopt.lbfgsb_minimize(function, start, lower, upper,
+                                     num_correction_pairs=4, max_iterations=60)
+
+  chunked = run("function", solve, start, lower, upper)
+  with whole_batch_directions():
+    whole = run("function", solve, start, lower, upper)
+  np.testing.assert_allclose(chunked.position, whole.position, rtol=1e-12,
+                             atol=1e-14)
+  assert chunked.num_objective_evaluations == whole.num_objective_evaluations
+  np.testing.assert_array_equal(chunked.converged, whole.converged)
 
 
 @pytest.mark.parametrize("counts", [[0, 1, 3, 4], [4, 4, 2, 4]])

@@ -11,7 +11,8 @@ line search.
 
 The algorithm-specific parts come in through a `Strategy`:
 
-* ``direction(x, g, memory) -> d``: the quasi-Newton search direction.
+* ``direction(x, g, memory, where) -> d``: the quasi-Newton search
+  direction of the members where `where` is true (others may get anything).
 * ``steepest_direction(x, g) -> d``: the direction an empty memory gives
   (``-g``, ``-H0 g``, or ``P(x - g) - x`` under bounds), without the cost
   of `direction`: the first iteration and every memory reset use it.
@@ -195,7 +196,7 @@ def _start_searches(state, where, strategy, empty_memory=False):
   if empty_memory:
     d = steepest
   else:
-    d = strategy.direction(state.x, state.g, memory)
+    d = strategy.direction(state.x, state.g, memory, where)
     slope = tf.reduce_sum(state.g * d, axis=-1)
     not_descent = where & ~(
         (slope < 0) & tf.reduce_all(tf.math.is_finite(d), axis=-1))

@@ -28,8 +28,8 @@ import tensorflow as tf
 
 from tf_extopt import _context
 
-__all__ = ["Memory", "empty", "push", "reset", "to_deltas", "from_deltas",
-           "direction", "chronological"]
+__all__ = ["Memory", "empty", "push", "reset", "select", "to_deltas",
+           "from_deltas", "direction", "chronological"]
 
 Memory = collections.namedtuple(
     "Memory",
@@ -84,6 +84,14 @@ def reset(memory, where):
   """Forgets every pair of the members where `where` is true."""
   return memory._replace(
       count=tf.where(where, tf.zeros_like(memory.count), memory.count))
+
+
+def select(memory, index):
+  """The memory of the members `index` (`[C]` int32), as a batch of `C`."""
+  return Memory(s=tf.gather(memory.s, index, axis=2),
+                y=tf.gather(memory.y, index, axis=2),
+                rho=tf.gather(memory.rho, index, axis=1),
+                count=tf.gather(memory.count, index))
 
 
 def _held(memory):

@@ -5,11 +5,14 @@
 (or batch members) without bounds.
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
 from tf_extopt import _cauchy
 from tf_extopt import _compact
+from tf_extopt import _context
 from tf_extopt import _convergence
 from tf_extopt import _dense
 from tf_extopt import _driver
@@ -19,12 +22,18 @@ from tf_extopt import _subspace
 # SciPy's L-BFGS-B cap on a step that no bound limits (``stpmx``).
 MAX_STEP = 1e10
 
+# On a CPU, bounded batches of at least `CHUNKED_MIN_BATCH` members (static
+# batch size) compute their directions `CHUNK` members at a time, only for
+# the members that need one (see `_in_chunks`).
+CHUNK = 32
+CHUNKED_MIN_BATCH = 2 * CHUNK
+
 
 def unconstrained_strategy(initial_inverse_hessian=None):
   """The `_driver.Strategy` of plain L-BFGS (optionally with a fixed `H0`)."""
 
-  def direction(x, g, memory):
-    del x
+  def direction(x, g, memory, where=None):
+    del x, where
     return _memory.direction(memory, g, initial_inverse_hessian)
 
   def steepest_direction(x, g):
@@ -74,7 +83,7 @@ def bounded_strategy(lower, upper, dense_ratio):
   def project(x):
     return tf.clip_by_value(x, lower, upper)
 
-  def direction(x, g, memory):
+  def member_directions(x, g, memory, lower, upper, unbounded):
     n = x.shape[-1]
     if n is not None and n <= dense_ratio * memory.s.shape[0]:
       theta, matrix = _dense.bfgs_matrix(memory)
@@ -102,6 +111,14 @@ def bounded_strategy(lower, upper, dense_ratio):
     ok = representation_ok & (ok | ~use_subspace)
     d = tf.where(ok[:, None], d, tf.constant(np.nan, x.dtype))
     return tf.where(unbounded[:, None], plain, d)
+
+  def direction(x, g, memory, where):
+    batch_size = x.shape[0]
+    if (batch_size is None or batch_size < CHUNKED_MIN_BATCH
+        or _context.accelerator_visible()):
+      return member_directions(x, g, memory, lower, upper, unbounded)
+    return _in_chunks(member_directions, where, x, g, memory, lower, upper,
+                      unbounded)
 
   def steepest_direction(x, g):
     # With no pairs B = I (theta = 1), the model g.z + |z|^2 / 2 is separable
@@ -137,3 +154,45 @@ def bounded_strategy(lower, upper, dense_ratio):
       stationarity=stationarity, max_step=max_step,
       initial_step=initial_step, project=project,
       reset_on_bad_curvature=False)
+
+
+def _in_chunks(member_directions, where, x, g, memory, lower, upper,
+               unbounded):
+  """`member_directions` for the `where` members only, `CHUNK` at a time.
+
+  A trip needs new directions only for the members whose line search just
+  ended, and in a large batch most members are searching or already done:
+  the batch runs as many trips as its slowest member (94 for 1000 bounded
+  30-D Rosenbrock problems whose median member needs 36 evaluations). The
+  `where` members are moved to the front, in batch order, and a
+  `tf.while_loop` computes their directions in chunks of `CHUNK` members,
+  as many chunks as they fill. Small chunks also keep a chunk's compact form
+  in a CPU's caches. Measured (`benchmarks/lbfgsb_bench.py`, one XLA call,
+  1000 members; same iterates): the batch's time fell 28% with chunks of
+  half the batch, 43% with 125 members, 50% with 64, 52% with 32 and 16
+  (n = 30); 57% with 32 at n = 100. Not done on GPU or TPU (untested), where
+  one wide batch is what keeps the device busy.
+
+  Other members' directions are zero; the driver discards them.
+  """
+  batch_size = x.shape[0]
+  # Padded to whole chunks by repeating members of the first chunk, whose
+  # duplicate writes (in another chunk) are identical.
+  order = tf.argsort(tf.cast(~where, tf.int32), stable=True)
+  num_slots = -(-batch_size // CHUNK) * CHUNK
+  order = tf.concat([order, order[:num_slots - batch_size]], axis=0)
+  num_chunks = (tf.reduce_sum(tf.cast(where, tf.int32)) + CHUNK - 1) // CHUNK
+
+  def body(k, d):
+    index = tf.slice(order, [k * CHUNK], [CHUNK])
+    take = functools.partial(tf.gather, indices=index)
+    chunk_d = member_directions(
+        take(x), take(g), _memory.select(memory, index), take(lower),
+        take(upper), take(unbounded))
+    # The last chunk's tail holds members that did not ask.
+    chunk_d = tf.where(take(where)[:, None], chunk_d, tf.zeros_like(chunk_d))
+    return k + 1, tf.tensor_scatter_nd_update(d, index[:, None], chunk_d)
+
+  _, d = tf.while_loop(lambda k, _: k < num_chunks, body,
+                       (tf.constant(0), tf.zeros_like(x)))
+  return d
