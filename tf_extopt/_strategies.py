@@ -33,6 +33,9 @@ def unconstrained_strategy(initial_inverse_hessian=None):
   """The `_driver.Strategy` of plain L-BFGS (optionally with a fixed `H0`)."""
 
   def direction(x, g, memory, where=None):
+    # Every member at once, unlike the bounded strategy: the two-loop
+    # recursion is cheap beside chunking's gathers (measured in chunks of
+    # 32: 1000 Rosenbrock-10 problems 0.88x -> 0.62x TFP's speed under XLA).
     del x, where
     return _memory.direction(memory, g, initial_inverse_hessian)
 
@@ -113,9 +116,7 @@ def bounded_strategy(lower, upper, dense_ratio):
     return tf.where(unbounded[:, None], plain, d)
 
   def direction(x, g, memory, where):
-    batch_size = x.shape[0]
-    if (batch_size is None or batch_size < CHUNKED_MIN_BATCH
-        or _context.accelerator_visible()):
+    if not _chunked(x):
       return member_directions(x, g, memory, lower, upper, unbounded)
     return _in_chunks(member_directions, where, x, g, memory, lower, upper,
                       unbounded)
@@ -156,8 +157,14 @@ def bounded_strategy(lower, upper, dense_ratio):
       reset_on_bad_curvature=False)
 
 
-def _in_chunks(member_directions, where, x, g, memory, lower, upper,
-               unbounded):
+def _chunked(x):
+  """Whether directions are computed in chunks for this `[B, n]` batch."""
+  batch_size = x.shape[0]
+  return (batch_size is not None and batch_size >= CHUNKED_MIN_BATCH
+          and not _context.accelerator_visible())
+
+
+def _in_chunks(member_directions, where, x, g, memory, *per_member):
   """`member_directions` for the `where` members only, `CHUNK` at a time.
 
   A trip needs new directions only for the members whose line search just
@@ -187,8 +194,8 @@ def _in_chunks(member_directions, where, x, g, memory, lower, upper,
     index = tf.slice(order, [k * CHUNK], [CHUNK])
     take = functools.partial(tf.gather, indices=index)
     chunk_d = member_directions(
-        take(x), take(g), _memory.select(memory, index), take(lower),
-        take(upper), take(unbounded))
+        take(x), take(g), _memory.select(memory, index),
+        *[take(t) for t in per_member])
     # The last chunk's tail holds members that did not ask.
     chunk_d = tf.where(take(where)[:, None], chunk_d, tf.zeros_like(chunk_d))
     return k + 1, tf.tensor_scatter_nd_update(d, index[:, None], chunk_d)
