@@ -691,20 +691,10 @@ def test_compact_cauchy_point_equals_the_sorted_one(regime):
   assert (passed >= 2).any() and cauchy.free.any(axis=-1).all()
 
 
-@contextlib.contextmanager
-def whole_batch_directions():
-  """Makes bounded strategies compute every member's direction at once."""
-  saved = _strategies.CHUNKED_MIN_BATCH
-  _strategies.CHUNKED_MIN_BATCH = np.inf
-  try:
-    yield
-  finally:
-    _strategies.CHUNKED_MIN_BATCH = saved
-
-
 @pytest.mark.parametrize("n", [4, 12])             # dense, compact (m = 4)
 @pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
-def test_directions_in_chunks_equal_the_whole_batch(regime, n, share):
+def test_directions_in_chunks_equal_the_whole_batch(regime, n, share,
+                                                    monkeypatch):
   """Only the members that ask get a direction, and the same one.
 
   A batch of 70 (two whole chunks and a padded third) against the same
@@ -728,8 +718,9 @@ def test_directions_in_chunks_equal_the_whole_batch(regime, n, share):
     return strategy.direction(x, g, memory, where)
 
   chunked = run(regime, directions, x, g, lower, upper, where)
-  with whole_batch_directions():
-    whole = run(regime, directions, x, g, lower, upper, where)
+  # Every member's direction at once.
+  monkeypatch.setattr(_strategies, "CHUNKED_MIN_BATCH", np.inf)
+  whole = run(regime, directions, x, g, lower, upper, where)
   np.testing.assert_allclose(chunked[where], whole[where], rtol=1e-12,
                              atol=1e-14)
   np.testing.assert_array_equal(chunked[~where], 0.0)
@@ -738,7 +729,7 @@ def test_directions_in_chunks_equal_the_whole_batch(regime, n, share):
 
 
 @pytest.mark.parametrize("n", [4, 12])
-def test_solves_in_chunks_take_the_same_iterates(n):
+def test_solves_in_chunks_take_the_same_iterates(n, monkeypatch):
   """A batch solved with chunked directions: same points, same evaluations."""
   batch = _strategies.CHUNKED_MIN_BATCH + 6
   rng = np.random.RandomState(12)
@@ -752,8 +743,8 @@ def test_solves_in_chunks_take_the_same_iterates(n):
                                      num_correction_pairs=4, max_iterations=60)
 
   chunked = run("function", solve, start, lower, upper)
-  with whole_batch_directions():
-    whole = run("function", solve, start, lower, upper)
+  monkeypatch.setattr(_strategies, "CHUNKED_MIN_BATCH", np.inf)
+  whole = run("function", solve, start, lower, upper)
   np.testing.assert_allclose(chunked.position, whole.position, rtol=1e-12,
                              atol=1e-14)
   assert chunked.num_objective_evaluations == whole.num_objective_evaluations
