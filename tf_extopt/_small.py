@@ -1,7 +1,8 @@
 """Batched products of small matrices, `[B, i, k] x [B, k, j]`.
 
-L-BFGS-B's compact form multiplies thousands of tiny matrices per trip
-(`2m x 2m` blocks, and `n x 2m` ones summed over `n`). XLA's
+L-BFGS-B multiplies thousands of tiny matrices per trip: the compact
+form's `2m x 2m` blocks and `n x 2m` ones summed over `n`, and for small
+`n` the explicit `n x n` matrix (`_dense`). XLA's
 CPU backend runs a batched `dot` as one small matrix product per member,
 which costs about three times a broadcast product summed over the shared axis
 that XLA fuses into one pass (measured for B = 1000 under `jit_compile=True`:
