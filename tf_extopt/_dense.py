@@ -30,9 +30,20 @@ import tensorflow as tf
 from tf_extopt import _cauchy
 from tf_extopt import _compact
 from tf_extopt import _memory
-from tf_extopt import _small
 
 __all__ = ["bfgs_matrix", "cauchy_point", "explicit_newton_step"]
+
+
+def _fused_matvec(matrix, vector):
+  """`[B, n, n] x [B, n] -> [B, n]` as a broadcast product and a sum.
+
+  XLA fuses this into the surrounding elementwise pass, unlike a batched
+  matmul. The same broadcast as `_small.matvec` under XLA, but here outside
+  XLA too, where `_small.matvec` uses `tf.linalg.matvec`: switching this
+  path to it changed float32 iterates in plain graphs (a float32 batch of
+  `tests/test_eager_compile.py` converged elsewhere), so it stays apart.
+  """
+  return tf.reduce_sum(matrix * vector[:, None, :], axis=-1)
 
 
 def bfgs_matrix(memory):
@@ -44,7 +55,7 @@ def bfgs_matrix(memory):
   matrix = theta[:, None, None] * tf.eye(n, dtype=dtype)
   for i in range(s.shape[1]):
     s_i, y_i = s[:, i], y[:, i]
-    bs = _small.matvec(matrix, s_i)
+    bs = _fused_matvec(matrix, s_i)
     sbs = _cauchy.dot(s_i, bs)
     ys = _cauchy.dot(y_i, s_i)
     use = valid[:, i] & (sbs > 0) & (ys > 0)
@@ -75,7 +86,7 @@ def cauchy_point(x, g, lower, upper, theta, matrix):
 
   def minimiser(z, d):
     # f' and f'' recomputed from the step so far.
-    bd = _small.matvec(matrix, d)
+    bd = _fused_matvec(matrix, d)
     f1 = _cauchy.dot(g, d) + _cauchy.dot(z, bd)
     f2 = tf.maximum(_cauchy.dot(d, bd), f2_floor)
     return _cauchy.segment_minimiser(f1, f2)
@@ -118,11 +129,11 @@ def explicit_newton_step(x, g, matrix, cauchy):
   """
   free = cauchy.free
   freef = tf.cast(free, x.dtype)
-  r = -(g + _small.matvec(matrix, cauchy.x - x)) * freef
+  r = -(g + _fused_matvec(matrix, cauchy.x - x)) * freef
   # Z^T B Z, with a unit diagonal on the fixed variables.
   reduced = (matrix * freef[:, :, None] * freef[:, None, :]
              + tf.linalg.diag(1.0 - freef))
   # Unrolled as before this path shared `spd_inverse`: one small inverse
   # per trip compiles quickly.
   inverse, ok = _compact.spd_inverse(reduced, unroll=True)
-  return _small.matvec(inverse, r) * freef, ok
+  return _fused_matvec(inverse, r) * freef, ok

@@ -1,11 +1,10 @@
 """Batched products of small matrices, `[B, i, k] x [B, k, j]`.
 
-L-BFGS-B multiplies thousands of tiny matrices per trip: the compact
-form's `2m x 2m` blocks and `n x 2m` ones summed over `n`, and for small
-`n` the explicit `n x n` matrix (`_dense`). XLA's CPU backend runs a
-batched `dot` as one small matrix product per member, which costs about
-three times a broadcast product summed over the shared axis that XLA fuses
-into one pass (measured for B = 1000 under `jit_compile=True`:
+L-BFGS-B's compact form multiplies thousands of tiny matrices per trip
+(`2m x 2m` blocks, and `n x 2m` ones summed over `n`). XLA's CPU backend
+runs a batched `dot` as one small matrix product per member, which costs
+about three times a broadcast product summed over the shared axis that XLA
+fuses into one pass (measured for B = 1000 under `jit_compile=True`:
 `[10, 10] x [10, 10]` 0.47 against 0.17 ms, `[100, 20] x [20, 20]` 6.1
 against 2.2 ms). Outside XLA the broadcast materialises its `[B, i, k, j]`
 product and is several times slower, so there the products stay
