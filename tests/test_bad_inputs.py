@@ -216,6 +216,61 @@ def test_non_finite_start_fails_where_it_started(solver, regime, dtype):
   np.testing.assert_allclose(results.position[0], [1., 1.], atol=1e-6)
 
 
+def _wrong_sign(x):
+  """A bowl whose 'gradient' points uphill: no line search can decrease it."""
+  return tf.reduce_sum(tf.square(x - 1.), axis=-1), -2. * (x - 1.)
+
+
+@pytest.fixture(scope="module")
+def tfp_wrong_sign_results():
+  return tf.nest.map_structure(np.asarray, tf.function(
+      lambda x: tfp.optimizer.lbfgs_minimize(_wrong_sign, x))(
+          tf.zeros([3], tf.float64)))
+
+
+@pytest.mark.parametrize("solver, regime, dtype", _compiled_cases())
+def test_failed_line_search_is_a_failure_as_in_tfp(solver, regime, dtype,
+                                                   tfp_wrong_sign_results):
+  """A search that finds no decrease fails (TFP's verdict on the same
+  input) and keeps the best point, here the start: never 'converged'."""
+  del dtype  # float64
+  results = _run(regime, solver, _wrong_sign, np.zeros(3))
+  expected = tfp_wrong_sign_results
+  assert expected.failed and not expected.converged
+  assert results.failed and not results.converged
+  np.testing.assert_array_equal(results.position, np.zeros(3))
+  assert results.objective_value == 3.
+  np.testing.assert_array_equal(results.objective_gradient, [2., 2., 2.])
+
+
+def _coarse_bowl(x):
+  """A bowl whose value is rounded to float16 (a loss in mixed precision,
+  say) while its gradient is exact: near the minimum the values of nearby
+  points are equal."""
+  value = 10. + tf.reduce_sum(tf.square(x - 1.), axis=-1)
+  return tf.cast(tf.cast(value, tf.float16), x.dtype), 2. * (x - 1.)
+
+
+@pytest.mark.parametrize("solver, regime, dtype", _compiled_cases())
+def test_coarse_loss_is_never_converged_with_a_large_gradient(solver, regime,
+                                                              dtype):
+  """Below float16's resolution (0.008 at 10) no decrease can be seen. A
+  search that gave up used to fall back on a point of equal value, and the
+  zero-tolerance 'f did not change' test then reported convergence with a
+  gradient of ~0.1. Now such a point is no progress: the run goes on by
+  the gradient (approximate Wolfe) or fails, and never claims convergence
+  with a gradient above `tolerance`."""
+  del dtype  # float64
+  start = np.array([[3., -2., 0.5], [1.5, 1.5, 1.5]])
+  results = _run(regime, solver, _coarse_bowl, start, tolerance=1e-6)
+  gradient = np.max(np.abs(results.objective_gradient), axis=-1)
+  assert not np.any(results.converged & (gradient > 1e-6))
+  assert not np.any(results.converged & results.failed)
+  # The exact gradient still leads to the minimum.
+  np.testing.assert_allclose(results.position, np.ones_like(start),
+                             atol=1e-3)
+
+
 def _rosen_value_and_gradient(x):
   return tfp.math.value_and_gradient(rosen_tf, x)
 

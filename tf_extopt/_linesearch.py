@@ -83,6 +83,24 @@ trial is one more loop trip for that member only.
   quadratic-only rule but tightening the curvature condition to 0.1 when
   ``n > m``.)
 
+Values at the limit of precision (a deviation from MINPACK). Near a
+minimum the decrease a step can make falls below the rounding noise of the
+objective's value: the sufficient-decrease test then compares noise with
+noise, and whether it passes depends on how the machine rounds (XLA's CPU
+code differs by instruction set), so the search may bisect until it gives
+up although the step was good. The derivative stays accurate there, so, as
+Hager and Zhang's approximate Wolfe conditions do, a trial whose value is
+indistinguishable from ``phi(0)``::
+
+    |fa - f0| <= noise_level(f0) = VALUE_NOISE * eps * |f0|
+
+is accepted on the derivative alone: ``|ga| <= gtol |g0|`` (which implies
+their ``ga <= (2 ftol - 1) g0``, the form sufficient decrease takes on a
+quadratic). Such a trial is never refined: its value says nothing about the
+line's shape. Outside that band the search is MINPACK's. `noise_level` is
+also the margin by which a search's fallback point must beat ``phi(0)`` to
+count as progress (see `_driver`).
+
 Non-finite trials (NaN or +inf value or slope) are a deviation from MINPACK,
 which has no notion of them: the trial becomes the upper end of a bracket and
 the next step bisects towards the best point, so a search that steps into an
@@ -92,14 +110,19 @@ References:
   J. J. Moré and D. J. Thuente. Line search algorithms with guaranteed
   sufficient decrease. ACM Transactions on Mathematical Software 20(3),
   286-307, 1994.
+  W. W. Hager and H. Zhang. A new conjugate gradient method with guaranteed
+  descent and an efficient line search. SIAM J. Optim. 16(1), 170-192, 2005
+  (the approximate Wolfe conditions, section 4).
 """
 
 import collections
 
+import numpy as np
 import tensorflow as tf
 
 __all__ = ["LineSearchState", "init", "step", "pack", "unpack",
-           "refine_tolerance", "CONTINUE", "CONVERGED", "WARNING"]
+           "refine_tolerance", "noise_level", "CONTINUE", "CONVERGED",
+           "WARNING"]
 
 CONTINUE = 0
 CONVERGED = 1
@@ -117,6 +140,11 @@ _SHRINK_FACTOR = 0.66        # force a bisection unless the interval shrinks
 # than pairs, only where the cubic term of the line's Hermite fit is this small
 # against the decrease.
 MODEL_TOLERANCE = 1e-3
+
+# Values within this many machine epsilons of |phi(0)| (relative) cannot be
+# told apart from phi(0) (see "Values at the limit of precision"): rounding
+# in an objective's sums and products reaches a few to tens of ulps.
+VALUE_NOISE = 100.0
 
 LineSearchState = collections.namedtuple(
     "LineSearchState",
@@ -181,6 +209,16 @@ def refine_tolerance(num_variables, num_pairs):
   return tf.where(tf.convert_to_tensor(num_variables) > num_pairs,
                   tf.constant(float("inf"), tf.float64),
                   tf.constant(MODEL_TOLERANCE, tf.float64))
+
+
+def noise_level(value):
+  """The rounding noise `VALUE_NOISE * eps * |value|` of objective values.
+
+  Two values closer than this to each other are treated as equal by the
+  line search (approximate Wolfe) and by the driver (no progress).
+  """
+  eps = np.finfo(value.dtype.as_numpy_dtype).eps
+  return VALUE_NOISE * eps * tf.abs(value)
 
 
 def init(initial_step, value, slope, max_step, min_step=None,
@@ -261,10 +299,14 @@ def step(state, value, slope, is_finite, final=None):
   gtest = SUFFICIENT_DECREASE * state.initial_slope
   ftest = state.initial_value + stp * gtest
   bracketed = state.bracketed
+  # The value is indistinguishable from phi(0) (see "Values at the limit of
+  # precision").
+  flat = tf.abs(f - state.initial_value) <= noise_level(state.initial_value)
 
-  # Tests on the trial just evaluated (dcsrch, before choosing a new step).
-  converged = is_finite & (f <= ftest) & (
-      tf.abs(g) <= CURVATURE * (-state.initial_slope))
+  # Tests on the trial just evaluated (dcsrch, before choosing a new step),
+  # plus the approximate Wolfe conditions within the noise band.
+  curvature = tf.abs(g) <= CURVATURE * (-state.initial_slope)
+  converged = is_finite & ((f <= ftest) | flat) & curvature
   warning = (
       (bracketed & ((stp <= state.lower) | (stp >= state.upper)))
       | (bracketed & (state.upper - state.lower
@@ -277,7 +319,7 @@ def step(state, value, slope, is_finite, final=None):
   refined_ok = is_finite & (f <= state.best_value)
   # Any point with sufficient decrease may be refined, Wolfe or not: on the
   # first iteration the trial is a guess that is often too short.
-  armijo = is_finite & (f <= ftest)
+  armijo = is_finite & (f <= ftest) & ~flat
   refine, line_minimum = _refinement(
       state, stp, f, g, armijo if final is None else armijo & ~final)
   status = tf.where(

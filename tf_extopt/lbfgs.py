@@ -76,7 +76,15 @@ def lbfgs_minimize(value_and_gradients_function,
   * `initial_inverse_hessian_estimate` is supported (TFP raises).
   * A member whose pair has `s.y <= eps |g.s|`, or whose direction is not a
     descent direction, restarts from steepest descent; `failed` means even a
-    steepest-descent search could not decrease the objective.
+    steepest-descent search could not decrease the objective measurably
+    (by more than its rounding noise), e.g. with a gradient of the wrong
+    sign or a loss that changes between calls. Such a member is never
+    `converged`, and keeps the best point it found.
+  * At the limit of precision, where a step's decrease is below the
+    objective's rounding noise (`100 eps |f|`), the line search accepts a
+    step on its directional derivative alone (Hager and Zhang's approximate
+    Wolfe conditions; TFP's line search has them too), so the result does
+    not depend on how the machine rounds.
   * A trial point with a NaN or +inf value or gradient shrinks the step; a
     start point with one marks the member failed (position unchanged). A value
     of -inf is a minimum: the member converges there.
