@@ -600,6 +600,34 @@ def test_lower_above_upper_in_graph_mode_asserts():
           tf.constant([1.0, np.inf, 1.0], tf.float64))
 
 
+def test_invalid_bounds_under_xla_fail_at_the_start():
+  """Under XLA the assertions above do not run: a member whose bounds are
+  invalid at run time fails where it started, and the others are solved."""
+
+  @tf.function(jit_compile=True)
+  def solve(start, lower, upper):
+    return tf_extopt.lbfgsb_minimize(_quadratic, start, lower, upper)
+
+  start = np.full([5, 3], 0.5)
+  lower = np.array([[0.0, 0.0, 0.0],      # valid, x_1 fixed at 0
+                    [0.0, 2.0, 0.0],      # lower > upper
+                    [0.0, np.nan, 0.0],   # NaN
+                    [np.inf, 0.0, 0.0],   # lower bound of +inf
+                    [-1.0, -1.0, -1.0]])  # valid, interior minimum
+  upper = np.array([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0],
+                    [np.inf, 1.0, 1.0], [1.0, 1.0, 1.0]])
+  results = to_numpy(solve(tf.constant(start), tf.constant(lower),
+                           tf.constant(upper)))
+  np.testing.assert_array_equal(results.failed,
+                                [False, True, True, True, False])
+  np.testing.assert_array_equal(results.converged,
+                                [True, False, False, False, True])
+  # No step taken, not even the projection onto the (meaningless) box.
+  np.testing.assert_array_equal(results.position[1:4], start[1:4])
+  assert np.all(results.position[[0, 4]] >= lower[[0, 4]])
+  assert np.all(results.position[[0, 4]] <= upper[[0, 4]])
+
+
 def test_quasi_definite_inverse_and_its_failure_flag():
   rng = np.random.RandomState(1)
   k = 4

@@ -27,6 +27,11 @@ The algorithm-specific parts come in through a `Strategy`:
   more trial at the modelled line minimiser after a point with sufficient
   decrease, under the rule `_linesearch.refine_tolerance` picks for the
   problem's size (see "Refinement" in `_linesearch`).
+* ``valid`` (default None): a `[B]` bool tensor, false for members whose
+  problem is invalid in a way only known at run time (bounds with NaN or
+  ``lower > upper`` under XLA, where assertions do not run). Those members
+  are `failed` from the start, at their unprojected start point, and never
+  take a step.
 
 Each iteration::
 
@@ -56,8 +61,9 @@ from tf_extopt._results import converged_all
 Strategy = collections.namedtuple(
     "Strategy",
     ["direction", "steepest_direction", "stationarity", "max_step",
-     "initial_step", "project", "reset_on_bad_curvature", "refine_steps"],
-    defaults=(False,))
+     "initial_step", "project", "reset_on_bad_curvature", "refine_steps",
+     "valid"],
+    defaults=(False, None))
 
 Config = collections.namedtuple(
     "Config",
@@ -157,6 +163,9 @@ def resumed_state(x, f, g, memory, num_iterations, num_evaluations,
 def _open(x, f, g, memory, iteration, num_evaluations, converged, failed,
           config, strategy, empty_memory=False):
   everyone = tf.ones_like(converged)
+  if strategy.valid is not None:
+    failed = failed | ~strategy.valid
+    converged = converged & strategy.valid
   placeholder_search = _linesearch.init(
       tf.ones_like(f), f, -tf.ones_like(f), tf.ones_like(f))
   state = _State(
@@ -463,7 +472,9 @@ def minimize(value_and_gradients_function, initial_position,
   batch_size = tf.shape(x)[0]
 
   if previous_optimizer_results is None:
-    x = strategy.project(x)
+    projected = strategy.project(x)
+    x = projected if strategy.valid is None else _where(strategy.valid,
+                                                        projected, x)
     memory = _memory.empty(batch_size, num_correction_pairs, n, dtype)
     state = initial_state(objective, x, config, strategy, memory)
   else:

@@ -78,6 +78,11 @@ def bounded_strategy(lower, upper, dense_ratio):
   """
   unbounded = tf.reduce_all(
       tf.equal(lower, -np.inf) & tf.equal(upper, np.inf), axis=-1)
+  # Checked here for every member, since under XLA the assertions on bounds
+  # known only at run time do not run.
+  valid = tf.reduce_all(
+      (lower <= upper) & tf.not_equal(lower, np.inf)
+      & tf.not_equal(upper, -np.inf), axis=-1)
   boxed = tf.reduce_all(
       tf.math.is_finite(lower) & tf.math.is_finite(upper), axis=-1)
 
@@ -154,7 +159,7 @@ def bounded_strategy(lower, upper, dense_ratio):
       direction=direction, steepest_direction=steepest_direction,
       stationarity=stationarity, max_step=max_step,
       initial_step=initial_step, project=project,
-      reset_on_bad_curvature=False)
+      reset_on_bad_curvature=False, valid=valid)
 
 
 def _chunked(x):

@@ -166,7 +166,9 @@ def lbfgsb_minimize(value_and_gradients_function,
       NaN, a lower bound of +inf or an upper bound of -inf, or have
       `lower_bounds > upper_bounds` somewhere (in graph mode, when the values
       are not static, an `InvalidArgumentError` from an assertion at run
-      time instead); and every `ValueError` of `lbfgs_minimize`.
+      time instead; under `jit_compile=True`, where XLA runs no assertions,
+      such a batch member is returned `failed` at its start point, with no
+      step taken); and every `ValueError` of `lbfgs_minimize`.
     TypeError: bounds that are not numbers; and every `TypeError` of
       `lbfgs_minimize`.
 
