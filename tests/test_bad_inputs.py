@@ -454,6 +454,10 @@ INTERFACE_ERRORS = [
      ValueError, "method 'nope' is not a scipy.optimize.minimize method"),
     ("scipy_bounds_kwarg", ScipyOptimizerInterface, {"bounds": [(0, 1)]},
      ValueError, "var_to_bounds"),
+    # Refused when built, not at the first minimize (SciPy's TypeError).
+    ("scipy_unknown_keyword", ScipyOptimizerInterface, {"epochs": 3},
+     ValueError, "ScipyOptimizerInterface got unknown option\\(s\\) epochs; "
+     "expected scipy.optimize.minimize keywords \\(method, options, tol"),
 ]
 
 

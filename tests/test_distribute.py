@@ -364,3 +364,29 @@ def test_infinite_dataset_is_refused(strategy):
   dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat()
   with pytest.raises(ValueError, match="x is an infinite tf.data.Dataset"):
     tf_extopt.keras.fit(model, dataset, verbose=0)
+
+
+# --- A strategy's scope the variables were not created under -----------------
+
+_FOREIGN_SCOPE = (r"was called inside the scope of MirroredStrategy \(2 "
+                  r"replicas\), but the variables were created outside any "
+                  r"tf.distribute strategy's scope.*silently scaled")
+
+
+@pytest.mark.parametrize("interface", sorted(_INTERFACES))
+def test_interfaces_refuse_a_foreign_scope(strategy, interface):
+  model = helpers.model()
+  x, y = (tf.constant(a) for a in helpers.data())
+  loss = lambda: model.compute_loss(x=x, y=y, y_pred=model(x), training=True)
+  variable = model.trainable_variables[0]
+  with strategy.scope():  # Built there.
+    with pytest.raises(ValueError, match=_FOREIGN_SCOPE):
+      _INTERFACES[interface](loss, variable)
+  opt = _INTERFACES[interface](loss, variable)
+  with strategy.scope():  # Minimized there: the loss is traced there.
+    with pytest.raises(ValueError, match=r"\.minimize\(\) " +
+                       _FOREIGN_SCOPE):
+      opt.minimize()
+  # Outside the scope the loss is the true one, not half of it.
+  assert opt.minimize().fun == pytest.approx(
+      float(model.compute_loss(x=x, y=y, y_pred=model(x))), rel=1e-6)
