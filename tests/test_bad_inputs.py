@@ -509,6 +509,10 @@ INTERFACE_ERRORS = [
      ValueError, "method 'nope' is not a scipy.optimize.minimize method"),
     ("scipy_bounds_kwarg", ScipyOptimizerInterface, {"bounds": [(0, 1)]},
      ValueError, "var_to_bounds"),
+    # Refused when built, not at the first minimize (SciPy's TypeError).
+    ("scipy_unknown_keyword", ScipyOptimizerInterface, {"epochs": 3},
+     ValueError, "ScipyOptimizerInterface got unknown option\\(s\\) epochs; "
+     "expected scipy.optimize.minimize keywords \\(method, options, tol"),
 ]
 
 
@@ -649,6 +653,44 @@ KERAS_ERRORS = [
     ("sample_weight_rows_mismatch",
      lambda x, y: dict(x=x, y=y, sample_weight=np.ones(3)),
      ValueError, "Data cardinality is ambiguous.*'sample_weight' sizes: 3"),
+    ("zero_sample_weights",
+     lambda x, y: dict(x=x, y=y, sample_weight=np.zeros(16, np.float32)),
+     ValueError, "sample_weight is 0 for every sample"),
+    # Every pass over an infinite dataset would hang.
+    ("infinite_validation_data", lambda x, y: dict(
+        x=x, y=y, validation_data=tf.data.Dataset.from_tensor_slices(
+            (x, y)).batch(4).repeat()),
+     ValueError, "validation_data is an infinite tf.data.Dataset"),
+    ("filtered_infinite_x", lambda x, y: dict(
+        x=tf.data.Dataset.from_tensor_slices((x, y)).repeat().filter(
+            lambda a, b: True).batch(4)),
+     ValueError, "x is an infinite tf.data.Dataset"),
+    ("empty_validation_dataset", lambda x, y: dict(
+        x=x, y=y, validation_data=_empty_filtered(x, y)),
+     ValueError, "validation_data is a tf.data.Dataset that yields no "
+     "batches"),
+    ("empty_validation_arrays", lambda x, y: dict(
+        x=x, y=y, validation_data=(x[:0], y[:0])),
+     ValueError, "validation_data's x_val is empty \\(0 samples\\)"),
+    ("validation_rows_mismatch", lambda x, y: dict(
+        x=x, y=y, validation_data=(x, y[:5])),
+     ValueError, "Data cardinality is ambiguous.*'validation_data's x_val' "
+     "sizes: 16.*'y_val' sizes: 5"),
+    ("validation_data_without_y", lambda x, y: dict(
+        x=x, y=y, validation_data=(x,)),
+     ValueError, "validation_data must be \\(x_val, y_val\\).*got a tuple "
+     "of 1"),
+    ("validation_data_y_none", lambda x, y: dict(
+        x=x, y=y, validation_data=(x, None)),
+     ValueError, "validation_data needs x_val and y_val; got None for "
+     "y_val"),
+    # Keras fit arguments, which the SciPy path used to hand SciPy.
+    ("epochs", lambda x, y: dict(x=x, y=y, epochs=3),
+     ValueError, "epochs is a Keras model.fit argument.*pass max_iterations"),
+    ("class_weight", lambda x, y: dict(x=x, y=y, class_weight={0: 1.}),
+     ValueError, "class_weight is a Keras model.fit argument.*sample_weight"),
+    ("unknown_option", lambda x, y: dict(x=x, y=y, maxfun=3),
+     ValueError, "got unknown option\\(s\\) maxfun; expected"),
     # A wrong type is a TypeError, as in the core.
     ("max_iterations_float", lambda x, y: dict(x=x, y=y, max_iterations=2.5),
      TypeError, r"`max_iterations` must be a Python integer >= 0; got 2\.5"),

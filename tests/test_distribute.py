@@ -364,3 +364,94 @@ def test_infinite_dataset_is_refused(strategy):
   dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat()
   with pytest.raises(ValueError, match="x is an infinite tf.data.Dataset"):
     tf_extopt.keras.fit(model, dataset, verbose=0)
+
+
+# --- A strategy's scope the variables were not created under -----------------
+
+_FOREIGN_SCOPE = (r"was called inside the scope of MirroredStrategy \(2 "
+                  r"replicas\), but the variables were created outside any "
+                  r"tf.distribute strategy's scope.*silently scaled")
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "L-BFGS-B"])
+@pytest.mark.parametrize("package", ["keras", "tf_keras"])
+def test_keras_fit_refuses_a_foreign_scope(strategy, package, method):
+  """Keras divides a loss computed under a strategy's scope by its replicas:
+  a model built outside the scope would be fitted to half its loss."""
+  x, y = helpers.data()
+  if package == "keras":
+    model = helpers.model()
+  else:
+    tf_keras = pytest.importorskip("tf_keras")
+    model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(2,))])
+    model.compile(loss="mse")
+  start = model.get_weights()
+  with strategy.scope():
+    with pytest.raises(ValueError, match="tf_extopt.keras.fit " +
+                       _FOREIGN_SCOPE):
+      tf_extopt.keras.fit(model, x, y, method=method, max_iterations=2,
+                          verbose=0)
+  for w, w_start in zip(model.get_weights(), start):
+    np.testing.assert_array_equal(w, w_start)
+
+
+@pytest.mark.parametrize("interface", sorted(_INTERFACES))
+def test_interfaces_refuse_a_foreign_scope(strategy, interface):
+  model = helpers.model()
+  x, y = (tf.constant(a) for a in helpers.data())
+  loss = lambda: model.compute_loss(x=x, y=y, y_pred=model(x), training=True)
+  variable = model.trainable_variables[0]
+  with strategy.scope():  # Built there.
+    with pytest.raises(ValueError, match=_FOREIGN_SCOPE):
+      _INTERFACES[interface](loss, variable)
+  opt = _INTERFACES[interface](loss, variable)
+  with strategy.scope():  # Minimized there: the loss is traced there.
+    with pytest.raises(ValueError, match=r"\.minimize\(\) " +
+                       _FOREIGN_SCOPE):
+      opt.minimize()
+  # Outside the scope the loss is the true one, not half of it.
+  assert opt.minimize().fun == pytest.approx(
+      float(model.compute_loss(x=x, y=y, y_pred=model(x))), rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "L-BFGS-B"])
+def test_keras_fit_one_sample_on_two_replicas(strategy, method):
+  """One in-memory sample: the second replica's share is empty."""
+  x, y = helpers.data()
+
+  def fit(scope):
+    with scope:
+      model = helpers.model()
+    return tf_extopt.keras.fit(model, x[:1], y[:1], method=method,
+                               max_iterations=3, verbose=0)
+
+  expected = fit(contextlib.nullcontext())
+  history = fit(strategy.scope())
+  assert history.history["loss"]
+  np.testing.assert_allclose(history.history["loss"],
+                             expected.history["loss"], rtol=1e-5)
+  assert history.evaluations == expected.evaluations
+
+
+def test_batch_normalization_statistics_per_replica(strategy):
+  """Documented: in training mode each replica normalizes its share with its
+  own batch statistics, as Keras' fit does; `synchronized=True` uses the
+  global batch's, and then two replicas take one device's steps."""
+  x, y = helpers.data()
+
+  def fit(scope, synchronized):
+    with scope:
+      keras.utils.set_random_seed(0)
+      model = keras.Sequential([
+          keras.Input((2,)), keras.layers.Dense(4),
+          keras.layers.BatchNormalization(synchronized=synchronized),
+          keras.layers.Dense(1)])
+      model.compile(loss="mse")
+    return tf_extopt.keras.fit(model, x, y, max_iterations=3,
+                               verbose=0).history["loss"]
+
+  one_device = fit(contextlib.nullcontext(), False)
+  per_replica = fit(strategy.scope(), False)
+  assert abs(per_replica[0] - one_device[0]) > 1e-3 * one_device[0]
+  np.testing.assert_allclose(fit(strategy.scope(), True), one_device,
+                             rtol=1e-5)

@@ -7,9 +7,11 @@ and `model.evaluate`.
 
 import csv
 import os
+import warnings
 
 import numpy as np
 import pytest
+import scipy.optimize
 import tensorflow as tf
 
 import keras
@@ -442,3 +444,235 @@ def test_errors(data):
     tf_extopt.keras.fit(frozen, x, y)
   with pytest.raises(ValueError, match="unknown option"):
     tf_extopt.keras.fit(model, x, y, maxiter=3)
+
+
+# --- Weight constraints ---------------------------------------------------------
+
+
+def _constrained_data():
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(40, 4)).astype(np.float32)
+  y = (x @ np.array([[1.], [-2.], [0.5], [3.]], np.float32) + 0.25).astype(
+      np.float32)
+  return x, y
+
+
+def _constrained_fit(module, constraint, method, **kwargs):
+  """A linear model with `kernel_constraint`, fitted; returns its weights."""
+  x, y = _constrained_data()
+  module.utils.set_random_seed(0)
+  if module is keras:
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(
+        1, kernel_constraint=constraint)])
+  else:
+    model = module.Sequential([module.layers.Dense(
+        1, input_shape=(4,), kernel_constraint=constraint)])
+  model.compile(loss="mse")
+  history = tf_extopt.keras.fit(model, x, y, method=method,
+                                max_iterations=200, verbose=0, **kwargs)
+  kernel, bias = model.get_weights()
+  return history, kernel.ravel(), float(bias[0])
+
+
+def _box_least_squares(low, high):
+  """The exact least-squares fit with the kernel in [low, high]."""
+  x, y = _constrained_data()
+  design = np.concatenate([x, np.ones([len(x), 1])], axis=1).astype(
+      np.float64)
+  solution = scipy.optimize.lsq_linear(
+      design, y[:, 0].astype(np.float64),
+      bounds=([low] * 4 + [-np.inf], [high] * 4 + [np.inf]), tol=1e-12)
+  return solution.x[:4], solution.x[4]
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "L-BFGS-B"])
+@pytest.mark.parametrize("package", ["keras", "tf_keras"])
+def test_nonneg_constraint_is_a_bound(package, method):
+  module = keras if package == "keras" else tf_keras
+  with warnings.catch_warnings(record=True) as record:
+    warnings.simplefilter("always")
+    history, kernel, bias = _constrained_fit(
+        module, module.constraints.NonNeg(), method)
+  # Applied as bounds, so the interface has nothing to warn about.
+  assert not [w for w in record if "own constraints" in str(w.message)]
+  assert (kernel >= 0).all()
+  expected_kernel, expected_bias = _box_least_squares(0., np.inf)
+  assert expected_kernel[1] < 1e-12  # The constraint is active.
+  np.testing.assert_allclose(kernel, expected_kernel, atol=2e-3)
+  assert bias == pytest.approx(expected_bias, abs=2e-3)
+  assert len(history.history["loss"]) >= 1
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "L-BFGS-B"])
+def test_constraint_bounds_merge_with_var_to_bounds(method):
+  x, y = _constrained_data()
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(
+      1, kernel_constraint=keras.constraints.NonNeg())])
+  model.compile(loss="mse")
+  kernel = model.trainable_variables[0]
+  bounds = [(kernel, (None, 0.75))]
+  tf_extopt.keras.fit(model, x, y, method=method, max_iterations=200,
+                      verbose=0, var_to_bounds=bounds)
+  assert bounds == [(kernel, (None, 0.75))]  # The caller's list is kept.
+  expected_kernel, _ = _box_least_squares(0., 0.75)
+  np.testing.assert_allclose(model.get_weights()[0].ravel(), expected_kernel,
+                             atol=2e-3)
+
+
+def test_max_norm_over_single_elements_is_a_box():
+  # A (4, 1) kernel's norm over axis 1 is each element's absolute value.
+  _, kernel, _ = _constrained_fit(
+      keras, keras.constraints.MaxNorm(0.75, axis=1), "lbfgs")
+  expected_kernel, _ = _box_least_squares(-0.75, 0.75)
+  np.testing.assert_allclose(kernel, expected_kernel, atol=2e-3)
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "L-BFGS-B"])
+@pytest.mark.parametrize("constraint, match", [
+    (keras.constraints.UnitNorm(), "constraint UnitNorm, which L-BFGS cannot "
+     "honour"),
+    # Over axis 0 the norm is of the whole column: not a box.
+    (keras.constraints.MaxNorm(1., axis=0), "constraint MaxNorm, which "
+     "L-BFGS cannot honour"),
+    (keras.constraints.MinMaxNorm(0.5, 1., axis=1), "constraint MinMaxNorm, "
+     "which L-BFGS cannot honour"),
+])
+def test_constraints_that_are_not_bounds_are_refused(constraint, match,
+                                                     method):
+  with pytest.raises(ValueError, match="Variable '.*kernel.*' has the " +
+                     match):
+    _constrained_fit(keras, constraint, method)
+
+
+def test_bound_constraint_needs_a_method_with_bounds():
+  with pytest.raises(ValueError, match="constraint NonNeg, which fit turns "
+                     "into bounds, but method='BFGS' cannot take bounds"):
+    _constrained_fit(keras, keras.constraints.NonNeg(), "BFGS")
+
+
+# --- Callbacks that change the weights or the learning rate ---------------------
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "L-BFGS-B"])
+def test_restored_weights_are_the_result(data, method):
+  """`EarlyStopping(restore_best_weights=True)` restores the weights of its
+  best epoch when training ends; `history.result` then describes those."""
+  x, y, _ = data
+  model = _keras3_model()
+  # The validation targets are the opposite of the training ones: val_loss
+  # is lowest after the first iteration and then rises.
+  early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
+                                        restore_best_weights=True)
+  history = tf_extopt.keras.fit(model, x, y, validation_data=(x, -y),
+                                callbacks=[early], method=method,
+                                max_iterations=10, verbose=0)
+  val = history.history["val_loss"]
+  best = int(np.argmin(val))
+  assert best < len(val) - 1  # Restored: not the last iterate.
+  result = history.result
+  assert result.status == 97 and not result.success
+  assert result.optimizer_status == 99  # Stopped by EarlyStopping.
+  assert "restore_best_weights" in result.message
+  # x is what the model holds, fun and jac are the training loss there.
+  packed = np.concatenate([w.ravel() for w in _weights_of(model)])
+  np.testing.assert_allclose(result.x, packed, rtol=1e-6)
+  assert result.fun == pytest.approx(_mse_plus_losses(model, x, y),
+                                     rel=1e-5)
+  assert result.fun == pytest.approx(history.history["loss"][best],
+                                     rel=1e-5)
+  with tf.GradientTape() as tape:
+    value = tf.reduce_mean(tf.square(model(x, training=True) - y))
+  gradient = np.concatenate([g.numpy().ravel() for g in tape.gradient(
+      value, model.trainable_variables)])
+  np.testing.assert_allclose(result.jac, gradient, rtol=1e-3, atol=1e-6)
+
+
+def _weights_of(model):
+  return [v.numpy() for v in model.trainable_variables]
+
+
+def test_result_kept_when_no_callback_moves_the_weights(data):
+  x, y, _ = data
+  model = _keras3_model()
+  early = keras.callbacks.EarlyStopping(monitor="loss",
+                                        restore_best_weights=True)
+  history = tf_extopt.keras.fit(model, x, y, callbacks=[early],
+                                max_iterations=4, verbose=0, tolerance=0.)
+  # The loss only decreases, so the best epoch is the last: nothing moves.
+  assert history.result.status == 1
+  assert history.result.fun == history.history["loss"][-1]
+
+
+@pytest.mark.parametrize("name, make", [
+    ("ReduceLROnPlateau", lambda: keras.callbacks.ReduceLROnPlateau("loss")),
+    ("LearningRateScheduler",
+     lambda: keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr)),
+])
+def test_learning_rate_callbacks_warn(data, name, make):
+  x, y, _ = data
+  model = _keras3_model()
+  with pytest.warns(UserWarning, match=name + " sets model.optimizer's "
+                    "learning rate, which L-BFGS does not use"):
+    tf_extopt.keras.fit(model, x, y, max_iterations=1, verbose=0,
+                        callbacks=[make()])
+
+
+# --- Epochs and progress --------------------------------------------------------
+
+
+class _Events(keras.callbacks.Callback):
+
+  def __init__(self):
+    super().__init__()
+    self.events = []
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.events.append(("begin", epoch))
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.events.append(("end", epoch))
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "L-BFGS-B"])
+def test_every_epoch_begun_is_ended(data, method):
+  x, y, _ = data
+  events = _Events()
+  history = tf_extopt.keras.fit(_keras3_model(), x, y, method=method,
+                                max_iterations=3, verbose=0,
+                                callbacks=[events])
+  assert len(history.history["loss"]) == 3
+  assert events.events == [(kind, epoch) for epoch in range(3)
+                           for kind in ("begin", "end")]
+  # Converged at the start: no iteration, so no epoch at all.
+  events = _Events()
+  history = tf_extopt.keras.fit(_keras3_model(), x, y, method=method,
+                                max_iterations=3, verbose=0,
+                                callbacks=[events],
+                                **({"tolerance": 1e9} if method == "lbfgs"
+                                   else {"options": {"gtol": 1e9}}))
+  assert history.result.nit == 0 and history.result.success
+  assert events.events == []
+
+
+def test_verbose_2_prints_one_line_per_iteration(data, capsys):
+  x, y, _ = data
+  tf_extopt.keras.fit(_keras3_model(), x, y, max_iterations=3, verbose=2,
+                      tolerance=0.)
+  lines = [l for l in capsys.readouterr().out.splitlines()
+           if "/iteration" in l]
+  assert [l.split(" - ")[0].strip() for l in lines] == ["1/3", "2/3", "3/3"]
+  assert all("loss:" in l for l in lines)
+
+
+def test_tnc_stops_after_max_iterations(data):
+  """TNC has no iteration limit of its own (its old `maxiter` counted
+  evaluations); fit stops it after `max_iterations` iterations."""
+  x, y, _ = data
+  with warnings.catch_warnings():
+    # No option renamed by us or unknown to SciPy.
+    warnings.simplefilter("error", FutureWarning)
+    warnings.simplefilter("error", scipy.optimize.OptimizeWarning)
+    history = tf_extopt.keras.fit(_keras3_model(), x, y, method="TNC",
+                                  max_iterations=3, verbose=0)
+  assert len(history.history["loss"]) == 3

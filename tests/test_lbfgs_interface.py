@@ -593,3 +593,33 @@ def test_graph_deeper_than_the_recursion_limit():
       result = opt.minimize(session)
       np.testing.assert_allclose(session.run(v), [1., 1.], atol=1e-8)
   assert result.success
+
+
+def _ended(failed, value, gradient):
+  """The `LBfgsOptimizerResults` of a run that ended at a 2-D point."""
+  return tf_extopt.LBfgsOptimizerResults(
+      converged=np.array(False), failed=np.array(failed),
+      num_iterations=np.array(4, np.int32),
+      num_objective_evaluations=np.array(9, np.int32),
+      position=np.array([1., 2.]), objective_value=np.array(value),
+      objective_gradient=np.array(gradient),
+      position_deltas=np.zeros([3, 2]), gradient_deltas=np.zeros([3, 2]))
+
+
+def test_failure_messages_say_why():
+  # pylint: disable=protected-access
+  line_search = LbfgsOptimizerInterface._result(
+      _ended(True, 0.5, [0.1, -0.2]), 10)
+  assert line_search.status == 2 and not line_search.success
+  assert "line search could not decrease the loss" in line_search.message
+  for hint in ("gradient is the gradient of the loss", "wrong sign",
+               "Dropout", "mixed_float16"):
+    assert hint in line_search.message
+  for value, gradient in ((np.nan, [0., 0.]), (1., [np.inf, 0.])):
+    start = LbfgsOptimizerInterface._result(_ended(True, value, gradient),
+                                            10)
+    assert start.status == 2
+    assert start.message == ("Failed: the loss or gradient is not finite at "
+                             "the start point.")
+  stopped = LbfgsOptimizerInterface._result(_ended(False, 0.5, [0.1, 0.]), 4)
+  assert stopped.status == 1 and "max_iterations=4" in stopped.message

@@ -11,6 +11,7 @@ errors both modes share. What only one mode has lives in
 
 import logging
 from unittest import mock
+import warnings
 
 import numpy as np
 import pytest
@@ -115,6 +116,61 @@ def test_rosenbrock_float32_default_method(regime):
   regime.minimize(ScipyOptimizerInterface(_rosen(regime, x), [x]))
   assert regime.value(x).dtype == np.float32
   np.testing.assert_allclose(regime.value(x), np.ones(5), atol=1e-3)
+
+
+# --- Options SciPy renamed since contrib -----------------------------------
+
+
+def test_contrib_tnc_case_reaches_the_minimum(regime):
+  """Contrib's own TNC test: `maxiter` was TNC's limit on evaluations, which
+  SciPy now calls `maxfun` (the old name would leave TNC at its default of
+  100 evaluations, far from the minimum)."""
+  x = regime.variable(np.zeros(5), dtype=tf.float32, name="x")
+  options = {"gtol": -5, "maxiter": 1000}
+  with pytest.warns(FutureWarning, match="SciPy has renamed the TNC option "
+                    "'maxiter' to 'maxfun'"):
+    optimizer = ScipyOptimizerInterface(_rosen(regime, x), [x],
+                                        method="TNC", options=options)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", scipy.optimize.OptimizeWarning)
+    result = regime.minimize(optimizer)
+  assert options == {"gtol": -5, "maxiter": 1000}
+  assert result.nfev > 100
+  # Contrib's tolerance for this case.
+  np.testing.assert_allclose(regime.value(x), np.ones(5), rtol=1e-1,
+                             atol=1e-1)
+
+
+def test_nelder_mead_contrib_era_tolerances(regime):
+  """`xtol`/`ftol` are Nelder-Mead's `xatol`/`fatol` under their old names:
+  the same run as SciPy's with the new names."""
+  budget = {"maxiter": 20000, "maxfev": 20000, "adaptive": True}
+  expected = helpers.scipy_reference(
+      "Nelder-Mead", dict(budget, xatol=1e-10, fatol=1e-10), 5)
+  x = regime.variable(np.zeros(5), dtype=tf.float64, name="x")
+  with pytest.warns(FutureWarning) as record:
+    optimizer = ScipyOptimizerInterface(
+        _rosen(regime, x), [x], method="Nelder-Mead",
+        options=dict(budget, xtol=1e-10, ftol=1e-10))
+  messages = sorted(str(w.message) for w in record
+                    if w.category is FutureWarning)
+  assert len(messages) == 2
+  assert "'ftol' to 'fatol'" in messages[0]
+  assert "'xtol' to 'xatol'" in messages[1]
+  regime.minimize(optimizer)
+  np.testing.assert_allclose(regime.value(x), expected.x, atol=1e-6)
+  np.testing.assert_allclose(regime.value(x), np.ones(5), atol=1e-6)
+
+
+def test_renamed_option_given_under_both_names(regime):
+  x = regime.variable(np.zeros(5), dtype=tf.float64, name="x")
+  with pytest.warns(FutureWarning, match="both are given, so 'maxiter'=10 is "
+                    "ignored"):
+    optimizer = ScipyOptimizerInterface(
+        _rosen(regime, x), [x], method="TNC",
+        options={"maxiter": 10, "maxfun": 40})
+  result = regime.minimize(optimizer)
+  assert 10 < result.nfev <= 41  # SciPy's maxfun, not the old maxiter.
 
 
 def test_slsqp_equality_and_inequality(regime):

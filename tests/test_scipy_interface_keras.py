@@ -4,6 +4,8 @@ Keras 3 variables are not `tf.Variable`s (gpflow rejects them); tf_keras
 ones are. Both, and models/layers as `var_list`, must just work.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -157,3 +159,25 @@ def test_tf_module_var_list():
   assert result.x.shape == (2,)
   np.testing.assert_allclose(module.w.numpy(), [2., 2.], atol=1e-6)
   np.testing.assert_array_equal(module.frozen.numpy(), [1., 1.])
+
+
+def test_variable_constraints_are_named_not_applied():
+  """As in contrib, a variable's own constraint is not applied; unlike
+  contrib, a warning says so, unless var_to_bounds enforces it."""
+  x, y = _linear_data()
+  model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(
+      1, kernel_constraint=keras.constraints.NonNeg())])
+  kernel = model.trainable_variables[0]
+  loss = lambda: tf.reduce_mean(tf.square(model(x) - y))
+  with pytest.warns(UserWarning, match="ScipyOptimizerInterface does not "
+                    "apply the variables' own constraints.*'.*kernel.*' "
+                    r"\(NonNeg\)"):
+    optimizer = ScipyOptimizerInterface(loss, model)
+  optimizer.minimize()
+  assert kernel.numpy().min() < 0  # Unconstrained, as in contrib.
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", UserWarning)
+    bounded = ScipyOptimizerInterface(loss, model,
+                                      var_to_bounds=[(kernel, (0, None))])
+  bounded.minimize()
+  assert kernel.numpy().min() >= 0

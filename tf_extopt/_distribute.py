@@ -26,8 +26,8 @@ import weakref
 
 import tensorflow as tf
 
-__all__ = ["ReplicaLoss", "Replicas", "any_worker", "is_chief",
-           "resolve_strategy"]
+__all__ = ["ReplicaLoss", "Replicas", "any_worker", "check_scope",
+           "is_chief", "resolve_strategy"]
 
 
 class ReplicaLoss:
@@ -132,6 +132,51 @@ def resolve_strategy(variables, distribute_strategy, graph_mode,
         "XLA by itself)." % (type(strategy).__name__,
                               strategy.num_replicas_in_sync))
   return strategy
+
+
+def _describe(strategy):
+  return "%s (%d replica%s)" % (
+      type(strategy).__name__, strategy.num_replicas_in_sync,
+      "" if strategy.num_replicas_in_sync == 1 else "s")
+
+
+def check_scope(strategy, caller):
+  """Refuses to evaluate inside the scope of a strategy other than `strategy`.
+
+  Keras divides a loss computed under a strategy's scope (its compiled loss,
+  `model.compute_loss`, `model.losses` in `compute_loss`) by that
+  strategy's `num_replicas_in_sync`, in cross-replica context too, so that
+  replicas' losses sum to the mean. Under the scope of a strategy that did
+  not create the variables, nothing sums the replicas, and the loss would be
+  silently divided: with two replicas, half the true loss. Keras' own `fit`
+  refuses (or fails) there too. A foreign scope of one replica divides by 1
+  and is let through when the evaluation uses no strategy.
+
+  Args:
+    strategy: The strategy the evaluations run on (from `resolve_strategy`),
+      or None.
+    caller: What is being called, for the error message.
+
+  Raises:
+    ValueError: Called inside another strategy's scope, naming both.
+  """
+  if not tf.distribute.has_strategy():
+    return
+  ambient = tf.distribute.get_strategy()
+  if ambient is strategy or (strategy is None
+                             and ambient.num_replicas_in_sync == 1):
+    return
+  if strategy is None:
+    owner = "outside any tf.distribute strategy's scope"
+  else:
+    owner = "under another strategy, %s" % _describe(strategy)
+  raise ValueError(
+      "%s was called inside the scope of %s, but the variables were created "
+      "%s. Keras divides a loss computed under a strategy's scope by its "
+      "number of replicas, so the loss would be silently scaled (and Keras' "
+      "own fit refuses this too). Call it outside `with strategy.scope():`, "
+      "or create (and compile) the model inside the scope of the strategy "
+      "it is to be trained on." % (caller, _describe(ambient), owner))
 
 
 class Replicas:

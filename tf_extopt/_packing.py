@@ -8,7 +8,8 @@ contrib-style ``var_to_bounds`` into packed lower/upper bound arrays.
 
 `resolve_var_list` turns what users pass as ``var_list`` (variables of any
 flavour, Keras models and layers, ``tf.Module``s) into a de-duplicated list of
-plain ``tf.Variable``s.
+plain ``tf.Variable``s; `variable_constraints` finds the constraints they
+carry, and `constraint_box` says which of those are bounds.
 """
 
 import collections.abc
@@ -60,6 +61,40 @@ def _is_module_like(obj):
           and hasattr(obj, "trainable_variables"))
 
 
+def _walk(var_list, arg_name):
+  """Yields `(entry, tf.Variable)` for every variable `var_list` names.
+
+  `entry` is the object the variable was found as (a Keras 3 variable keeps
+  its `constraint` there, not on the `tf.Variable` inside). Variables named
+  twice are yielded twice.
+  """
+  if (isinstance(var_list, (list, tuple))
+      or (isinstance(var_list, collections.abc.Iterable)
+          and not isinstance(var_list, (str, bytes, tf.Tensor, tf.Variable))
+          and not _is_module_like(var_list)
+          and unwrap_variable(var_list) is None)):
+    entries = list(var_list)
+  else:
+    entries = [var_list]
+  for entry in entries:
+    if _is_module_like(entry):
+      found = list(entry.trainable_variables)
+      if not found:
+        raise ValueError(
+            "`%s` contains %s, which has no trainable variables. Build the "
+            "model (call it once or give it an Input) before creating the "
+            "optimizer." % (arg_name, _describe(entry)))
+    else:
+      found = [entry]
+    for item in found:
+      var = unwrap_variable(item)
+      if var is None:
+        raise TypeError(
+            "`%s` entries must be tf.Variable, keras.Variable, a Keras "
+            "Model/Layer or a tf.Module; got %s." % (arg_name, _describe(item)))
+      yield item, var
+
+
 def resolve_var_list(var_list, arg_name="var_list"):
   """Turns a user's ``var_list`` into a de-duplicated list of `tf.Variable`s.
 
@@ -77,38 +112,89 @@ def resolve_var_list(var_list, arg_name="var_list"):
       model has no trainable variables (e.g. it is not built yet), or the
       result is empty.
   """
-  if (isinstance(var_list, (list, tuple))
-      or (isinstance(var_list, collections.abc.Iterable)
-          and not isinstance(var_list, (str, bytes, tf.Tensor, tf.Variable))
-          and not _is_module_like(var_list)
-          and unwrap_variable(var_list) is None)):
-    entries = list(var_list)
-  else:
-    entries = [var_list]
   result = []
   seen = set()
-  for entry in entries:
-    if _is_module_like(entry):
-      found = [unwrap_variable(v) for v in entry.trainable_variables]
-      if not found:
-        raise ValueError(
-            "`%s` contains %s, which has no trainable variables. Build the "
-            "model (call it once or give it an Input) before creating the "
-            "optimizer." % (arg_name, _describe(entry)))
-    else:
-      var = unwrap_variable(entry)
-      if var is None:
-        raise TypeError(
-            "`%s` entries must be tf.Variable, keras.Variable, a Keras "
-            "Model/Layer or a tf.Module; got %s." % (arg_name, _describe(entry)))
-      found = [var]
-    for var in found:
-      if id(var) not in seen:
-        seen.add(id(var))
-        result.append(var)
+  for _, var in _walk(var_list, arg_name):
+    if id(var) not in seen:
+      seen.add(id(var))
+      result.append(var)
   if not result:
     raise ValueError("`%s` is empty: there is nothing to optimize." % arg_name)
   return result
+
+
+def variable_constraints(var_list):
+  """The constraints the variables of `var_list` carry.
+
+  Keras optimizers apply a variable's `constraint` (Keras 3 and tf_keras
+  layers' `kernel_constraint=`, `tf.Variable(constraint=...)`) after each
+  step; the interfaces decide what to do with them (see `constraint_box`).
+
+  Args:
+    var_list: As `resolve_var_list` takes it.
+
+  Returns:
+    A list of `(tf.Variable, constraint)` pairs, each variable once, in
+    order of first appearance.
+  """
+  result = []
+  seen = set()
+  for entry, var in _walk(var_list, "var_list"):
+    constraint = getattr(entry, "constraint", None)
+    if constraint is None:
+      constraint = getattr(var, "constraint", None)
+    if constraint is not None and id(var) not in seen:
+      seen.add(id(var))
+      result.append((var, constraint))
+  return result
+
+
+def constraint_box(constraint, shape):
+  """`(low, high)` when `constraint` keeps each element in an interval.
+
+  Such a constraint is exactly a pair of bounds, which L-BFGS-B (and SciPy's
+  bounded methods) honour at every iterate without disturbing the method,
+  unlike a projection applied behind the optimizer's back:
+
+  * Keras' `NonNeg`: `[0, inf)`.
+  * Keras' `MaxNorm(m)`, and `MinMaxNorm(min_value <= 0, max_value=m)` with
+    `rate > 0`, when the norm is taken over single elements (the `axis`
+    dimensions all have size 1): `|w| <= m`, i.e. `[-m, m]`. Over larger
+    slices they bound a Euclidean norm, which is not a box; with
+    `min_value > 0` the set is not even convex; with `rate == 0` they do
+    (almost) nothing.
+
+  Args:
+    constraint: A variable's `constraint`.
+    shape: The variable's shape (a `tf.TensorShape` or list).
+
+  Returns:
+    `(low, high)` floats (+/-inf when unbounded), or None when the
+    constraint is not such a box (`UnitNorm`, norms over slices, custom
+    callables).
+  """
+  cls = type(constraint)
+  if cls.__module__.split(".")[0] not in ("keras", "tf_keras"):
+    return None
+  name = cls.__name__
+  if name == "NonNeg":
+    return 0., np.inf
+  if name not in ("MaxNorm", "MinMaxNorm"):
+    return None
+  if name == "MinMaxNorm" and not (constraint.min_value <= 0
+                                   and constraint.rate > 0):
+    return None
+  dims = list(tf.TensorShape(shape).as_list())
+  axes = constraint.axis
+  axes = [axes] if isinstance(axes, int) else list(axes)
+  try:
+    slice_size = int(np.prod([dims[a] for a in axes], dtype=np.int64))
+  except (IndexError, TypeError):
+    return None
+  if slice_size != 1:
+    return None
+  high = float(constraint.max_value)
+  return -high, high
 
 
 def _bound_array(bound, default, var, which):
@@ -234,6 +320,10 @@ class VariablePacker:
                       for v, t in zip(self.variables, self.unpack(packed))])
 
   # --- NumPy side -----------------------------------------------------------
+
+  def split(self, packed):
+    """Splits a packed NumPy vector into flat per-variable NumPy pieces."""
+    return np.split(np.asarray(packed), np.cumsum(self.sizes)[:-1])
 
   def packed_bounds(self, var_to_bounds):
     """Packs contrib-style per-variable bounds into two float64 arrays.

@@ -14,6 +14,8 @@ The decision is the choice of evaluator (`_graph_evaluator.GraphEvaluator`
 or `_eager_evaluator.EagerEvaluator`); nothing downstream asks which it was.
 """
 
+import warnings
+
 import tensorflow as tf
 
 from tf_extopt import _distribute
@@ -93,8 +95,11 @@ class Problem:
       self._check_eager_arguments(loss, var_list, equalities, inequalities)
     self.packer = _packing.VariablePacker(_packing.resolve_var_list(var_list))
     self.packed_bounds = self.packer.packed_bounds(var_to_bounds)
+    self._warn_unapplied_constraints(owner, var_list)
     self.strategy = _distribute.resolve_strategy(
         self.packer.variables, distribute_strategy, graph_mode, jit_compile)
+    # A graph-mode loss is built already: under a foreign scope, scaled.
+    _distribute.check_scope(self.strategy, owner)
     self.num_equalities = len(equalities)
     self.num_inequalities = len(inequalities)
     if graph_mode:
@@ -104,6 +109,39 @@ class Problem:
       self.evaluator = _eager_evaluator.EagerEvaluator(
           loss, self.packer, equalities, inequalities,
           jit_compile=jit_compile, strategy=self.strategy)
+
+  def _warn_unapplied_constraints(self, owner, var_list):
+    """Warns about the variables' own constraints, which are not applied.
+
+    Contrib's interfaces ignored them, and so do these: a projection behind
+    the optimizer's back would break its line searches and memory, and
+    legacy programs keep their meaning. But silence lets the optimum
+    violate a constraint unnoticed. A constraint that is a box which
+    `var_to_bounds` already enforces is not warned about.
+    """
+    pairs = _packing.variable_constraints(var_list)
+    if not pairs:
+      return
+    index = {id(v): i for i, v in enumerate(self.packer.variables)}
+    if self.packed_bounds is not None:
+      lowers, uppers = (self.packer.split(b) for b in self.packed_bounds)
+    ignored = []
+    for var, constraint in pairs:
+      box = _packing.constraint_box(constraint, var.shape)
+      if box is not None and self.packed_bounds is not None:
+        i = index[id(var)]
+        if (lowers[i] >= box[0]).all() and (uppers[i] <= box[1]).all():
+          continue
+      ignored.append("%r (%s)" % (var.name, type(constraint).__name__))
+    if ignored:
+      warnings.warn(
+          "%s does not apply the variables' own constraints (as contrib's "
+          "did not), so the result may violate them: %s. Give bounds with "
+          "var_to_bounds (Keras' NonNeg is (0, None)) or constraints with "
+          "equalities/inequalities, or fit a Keras model with "
+          "tf_extopt.keras.fit, which turns constraints that are bounds "
+          "into bounds." % (owner, ", ".join(ignored)), UserWarning,
+          stacklevel=5)
 
   @staticmethod
   def _graph_arguments(loss, var_list, equalities, inequalities,

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 # `OptimizeResult.status` values the interfaces set themselves, beside the
 # optimizer's own codes.
+STATUS_RESTORED = 97  # A Keras callback set the weights after the run.
 STATUS_BEST_POINT = 98  # The optimizer's end point was replaced by a better one.
 STATUS_STOPPED = 99  # A callback raised StopIteration.
 

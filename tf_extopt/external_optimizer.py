@@ -33,14 +33,27 @@ Deliberate deviations from contrib:
   may be given as a list of `(variable, (low, high))` pairs, because TF2
   variables are not hashable.
 * Variables listed twice (or shared by two layers) are optimized once.
+* `ScipyOptimizerInterface` passes the options SciPy has renamed since
+  contrib under their new names, with a `FutureWarning` (TNC's `maxiter` is
+  `maxfun`; Nelder-Mead's `xtol`/`ftol` are `xatol`/`fatol`), and refuses a
+  keyword `scipy.optimize.minimize` does not take at construction
+  (`ValueError`) rather than at `minimize` (contrib: `TypeError`).
+* Variables' own constraints (`tf.Variable(constraint=...)`, Keras'
+  `kernel_constraint=`) are not applied, as in contrib, but a `UserWarning`
+  names them, unless `var_to_bounds` already enforces them.
+* `minimize` (and the constructor) refuse to run inside the scope of a
+  `tf.distribute` strategy that did not create the variables: Keras would
+  divide the loss by that strategy's number of replicas.
 """
 
 import inspect
 import math
+import warnings
 
 import numpy as np
 from scipy.optimize import OptimizeResult
 
+from tf_extopt import _distribute
 from tf_extopt import _problem
 from tf_extopt import _run
 
@@ -129,7 +142,10 @@ class ExternalOptimizerInterface:
         `VariablePacker.packed_bounds`), or the strategy cannot be used
         (see `_distribute.resolve_strategy`: a parameter-server strategy,
         variables not created under its scope, graph mode, `jit_compile`
-        across several replicas).
+        across several replicas), or it is created inside the scope of a
+        strategy that did not create the variables (Keras would divide the
+        loss by that strategy's number of replicas; see
+        `_distribute.check_scope`).
     """
     self.optimizer_kwargs = optimizer_kwargs
     problem = _problem.Problem(type(self).__name__, loss, var_list,
@@ -153,6 +169,18 @@ class ExternalOptimizerInterface:
   def packed_bounds(self):
     """`(lower, upper)` float64 arrays (+/-inf when unbounded) or None."""
     return self._packed_bounds_arrays
+
+  def _describe_variables(self):
+    """`(x, loss, gradient)` at the variables' current values (eager mode).
+
+    For `tf_extopt.keras.fit`, when a callback has moved the variables
+    after the run (`EarlyStopping(restore_best_weights=True)`): one more
+    evaluation, not counted in any `nfev`.
+    """
+    run = self._evaluator.bind(None, None, None, {})
+    x = run.read()
+    out, _ = run.value_and_grad(x)
+    return x, float(out[0]), np.asarray(out[1:], dtype=np.float64)
 
   def minimize(self, session=None, feed_dict=None, fetches=None,
                step_callback=None, loss_callback=None,
@@ -197,11 +225,17 @@ class ExternalOptimizerInterface:
         holds the wrong kind of value, `session` is not a session or
         `feed_dict` not a dict.
       ValueError: If `session`/`feed_dict`/`run_kwargs` are given in eager
-        mode, or no session is available in graph mode.
+        mode, no session is available in graph mode, or it is called inside
+        the scope of a strategy other than the variables' (Keras would
+        divide the loss by its number of replicas).
       Any exception raised while evaluating the loss (including
       `KeyboardInterrupt`) propagates after the best finite point seen has
       been assigned to the variables.
     """
+    # The loss is traced at the first evaluation, so a foreign scope around
+    # `minimize` alone would scale it too.
+    _distribute.check_scope(self._strategy,
+                            "%s.minimize()" % type(self).__name__)
     run = self._evaluator.bind(session, feed_dict, fetches, run_kwargs)
     state = _run.RunState(run, not self._has_constraints, step_callback,
                           loss_callback, progress_callback)
@@ -424,6 +458,60 @@ _CONSTRAINT_METHODS = ("COBYLA", "COBYQA", "SLSQP", "trust-constr")
 # skips the gradient computation and SciPy's "does not use gradient" warning.
 _GRADIENT_FREE_METHODS = ("nelder-mead", "powell", "cobyla", "cobyqa")
 _SET_AUTOMATICALLY = ("jac", "callback", "constraints", "args", "x0", "fun")
+# What else `scipy.optimize.minimize` takes (`bounds` comes from
+# var_to_bounds).
+_SCIPY_KEYWORDS = ("method", "options", "tol", "hess", "hessp")
+# Method options SciPy has renamed since contrib's time (SciPy 1.0-1.4),
+# whose meaning is unchanged: {method: {old name: new name}}. SciPy now only
+# warns "Unknown solver options" for the old names and runs with its
+# defaults, so a migrated program would silently optimise differently.
+_RENAMED_OPTIONS = {
+    # `maxiter` was TNC's limit on function evaluations; SciPy 1.9
+    # deprecated it for `maxfun`, 1.11 removed it.
+    "tnc": {"maxiter": "maxfun"},
+    # Nelder-Mead's `xtol` and `ftol` were absolute tolerances already;
+    # SciPy 0.18 renamed them `xatol` and `fatol`, and translated the old
+    # names (with a DeprecationWarning) until it removed them.
+    "nelder-mead": {"xtol": "xatol", "ftol": "fatol"},
+}
+
+
+def _modern_options(method, options, warn):
+  """`options` with the names SciPy renamed since contrib replaced.
+
+  Args:
+    method: The SciPy method (a name, or a callable: left alone).
+    options: The user's options dict, or None. Never modified.
+    warn: Whether to warn (a `FutureWarning`, shown by default) about each
+      old name, with the new one.
+
+  Returns:
+    `options` itself when nothing is renamed, else a new dict. When both
+    names are given, the new one wins, as SciPy decided while it still
+    translated them.
+  """
+  renamed = (_RENAMED_OPTIONS.get(method.lower())
+             if isinstance(method, str) else None)
+  if not renamed or not options:
+    return options
+  old_names = [old for old in renamed if old in options]
+  if not old_names:
+    return options
+  options = dict(options)
+  for old in old_names:
+    new = renamed[old]
+    value = options.pop(old)
+    if new in options:
+      what = "both are given, so %r=%r is ignored" % (old, value)
+    else:
+      options[new] = value
+      what = "it is passed to SciPy as %r" % new
+    if warn:
+      warnings.warn(
+          "SciPy has renamed the %s option %r to %r (same meaning); %s. "
+          "Rename it in options to silence this warning." % (
+              method, old, new, what), FutureWarning, stacklevel=3)
+  return options
 
 
 class ScipyOptimizerInterface(ExternalOptimizerInterface):
@@ -448,10 +536,17 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
     optimizer.minimize(session)
   ```
 
-  `method` (default 'L-BFGS-B'), `options`, `tol`, `hess`, `hessp` and any
-  other `scipy.optimize.minimize` keyword are given as `**optimizer_kwargs`;
-  `jac`, `callback`, `constraints` and `bounds` are set from the interface's
-  own arguments. `hess`/`hessp`, if given, take the packed point.
+  `method` (default 'L-BFGS-B'), `options`, `tol`, `hess` and `hessp`
+  (the other `scipy.optimize.minimize` keywords) are given as
+  `**optimizer_kwargs`; `jac`, `callback`, `constraints` and `bounds` are
+  set from the interface's own arguments. `hess`/`hessp`, if given, take
+  the packed point.
+
+  Options SciPy has renamed since contrib's time, with the same meaning,
+  are passed under their new names, with a `FutureWarning` naming both, so
+  that a program migrated from contrib optimises as it did: TNC's `maxiter`
+  (its limit on function evaluations) is `maxfun`, Nelder-Mead's `xtol` and
+  `ftol` are `xatol` and `fatol`. Your `options` dict is not modified.
   """
 
   _DEFAULT_METHOD = "L-BFGS-B"
@@ -465,17 +560,32 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
       TypeError: If `method` is neither a string nor a callable, or
         `options` is not a dict.
       ValueError: If `optimizer_kwargs` holds `bounds` (use `var_to_bounds`)
-        or another argument the interface sets itself, `method` is unknown,
-        or the method cannot take the given bounds or constraints.
+        or another argument the interface sets itself, or a keyword
+        `scipy.optimize.minimize` does not take (unless a subclass has its
+        own `_minimize`), `method` is unknown, or the method cannot take
+        the given bounds or constraints.
     """
     self._check_scipy_kwargs(optimizer_kwargs)
+    if type(self)._minimize is ScipyOptimizerInterface._minimize:  # pylint: disable=comparison-with-callable
+      # They all go to scipy.optimize.minimize, which would reject an
+      # unknown one only at the first minimize(), with a TypeError. A
+      # subclass's own _minimize may take others.
+      unknown = sorted(set(optimizer_kwargs) - set(_SCIPY_KEYWORDS))
+      if unknown:
+        raise ValueError(
+            "ScipyOptimizerInterface got unknown option(s) %s; expected "
+            "scipy.optimize.minimize keywords (%s), with the method's own "
+            "options in options={...}." % (", ".join(unknown),
+                                           ", ".join(_SCIPY_KEYWORDS)))
+    method = optimizer_kwargs.get("method", self._DEFAULT_METHOD)
+    # Warn once, here; every minimize translates again, silently.
+    _modern_options(method, optimizer_kwargs.get("options"), warn=True)
     super().__init__(loss, var_list, equalities, inequalities, var_to_bounds,
                      jit_compile=jit_compile,
                      distribute_strategy=distribute_strategy,
                      **optimizer_kwargs)
     self._check_method_support(
-        optimizer_kwargs.get("method", self._DEFAULT_METHOD),
-        self._packed_bounds_arrays is not None, self._has_constraints)
+        method, self._packed_bounds_arrays is not None, self._has_constraints)
 
   @staticmethod
   def _check_scipy_kwargs(kwargs):
@@ -543,6 +653,9 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
                       for b in zip(*packed_bounds))
       bounds = scipy.optimize.Bounds(lower, upper)
 
+    if "options" in optimizer_kwargs:
+      optimizer_kwargs["options"] = _modern_options(
+          method, optimizer_kwargs["options"], warn=False)
     gradient_free = (isinstance(method, str)
                      and method.lower() in _GRADIENT_FREE_METHODS
                      and loss_func is not None)

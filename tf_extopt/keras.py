@@ -13,9 +13,12 @@ Works with Keras 3 (TensorFlow backend) and with `tf_keras` models.
 Deliberate differences from `model.fit`:
 
 * One "epoch" is one L-BFGS iteration over the full objective: callbacks get
-  `on_epoch_begin/end` once per iteration, and `epochs` in their params is
-  `max_iterations`. No `on_train_batch_*` calls are made: there are no
-  batches from the callbacks' point of view.
+  `on_epoch_begin/end` once per iteration, both once the iteration is made
+  (a run that converges at its start point makes no epoch), and `epochs` in
+  their params is `max_iterations`. No `on_train_batch_*` calls are made:
+  there are no batches from the callbacks' point of view. Keras `fit`
+  arguments with no meaning here (`epochs`, `class_weight`, ...) are
+  refused, saying what to pass instead.
 * `logs['loss']` is the full-batch objective at the iterate (compiled loss
   plus `model.losses`, in training mode). Other training metrics and all
   `val_` metrics are computed with `model.evaluate` at the iterate (inference
@@ -27,6 +30,13 @@ Deliberate differences from `model.fit`:
 * Layers that update state in training mode (batch normalization moving
   statistics) update it on every objective evaluation, including line-search
   trials, rather than once per step.
+* Weight constraints that are bounds (`NonNeg`) become bounds, so L-BFGS-B
+  keeps every iterate feasible; other constraints are refused (see `fit`).
+  Keras' optimizers project the weights after each step instead.
+* A callback that sets the weights when training ends
+  (`EarlyStopping(restore_best_weights=True)`) gets `history.result`
+  describing those weights (`status` 97). `ReduceLROnPlateau` and
+  `LearningRateScheduler` warn: L-BFGS has no learning rate.
 
 A model built under a `tf.distribute` strategy's scope (`MirroredStrategy`,
 `MultiWorkerMirroredStrategy`) is fitted on it: the strategy splits the data
@@ -37,12 +47,23 @@ exact number of samples, so the iterates are those of one device. Losses are
 taken to be mean-reduced (Keras' default). With several workers, only the
 chief shows the progress bar and runs `ModelCheckpoint`, `TensorBoard` and
 `CSVLogger`; a callback that stops training on any worker stops all of them.
+One difference remains: `BatchNormalization` in training mode normalizes
+each replica's share with that share's own batch statistics (as Keras' own
+`fit` on a `MirroredStrategy` does, unless the layer is
+`synchronized=True`), so the objective, and the iterates, differ from one
+device's. A model built outside any strategy is refused inside a strategy's
+scope: Keras would divide its loss by the number of replicas.
 """
 
+import warnings
+
+import numpy as np
+from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
 from tf_extopt import _distribute
 from tf_extopt import _packing
+from tf_extopt import _run
 from tf_extopt import _validation
 
 __all__ = ["fit"]
@@ -66,16 +87,18 @@ def _is_keras3(module):
 
 
 def _unscaled(value):
-  """Undoes Keras' `1 / num_replicas` scaling of a loss in replica context.
+  """Undoes Keras' `1 / num_replicas` scaling of a loss under a strategy.
 
   Keras (3 and tf_keras) divides a mean-reduced loss and `model.losses` by
-  the number of replicas when computed in a replica, so that summing the
-  replicas' losses gives the mean. `fit` weights each replica by its exact
-  share of the samples instead (exact also for uneven shares), so it needs
-  the unscaled value. Outside a strategy this is the identity.
+  `tf.distribute.get_strategy().num_replicas_in_sync`, in a replica and
+  under a strategy's scope alike, so that summing the replicas' losses
+  gives the mean. `fit` weights each replica by its exact share of the
+  samples instead (exact also for uneven shares), so it needs the unscaled
+  value, and multiplies by the same factor Keras divided by. Outside a
+  strategy this is the identity. (`fit` refuses a foreign strategy's scope
+  before any loss is traced: see `_distribute.check_scope`.)
   """
-  context = tf.distribute.get_replica_context()
-  replicas = 1 if context is None else context.num_replicas_in_sync
+  replicas = tf.distribute.get_strategy().num_replicas_in_sync
   return value * replicas if replicas > 1 else value
 
 
@@ -138,6 +161,12 @@ def _unpack_batch(batch):
 def _num_samples(x):
   leaf = tf.nest.flatten(x)[0]
   return tf.cast(tf.shape(leaf)[0], tf.float64)
+
+
+def _unknown_rows(tensor):
+  """`tensor`, its number of rows no longer known statically."""
+  return tf.compat.v1.placeholder_with_default(
+      tensor, [None] + tensor.shape[1:].as_list())
 
 
 class _Objective:
@@ -223,34 +252,69 @@ class _Objective:
 
     def contribution(batch):
       x, y, sw = _unpack_batch(batch)
+      if tf.nest.flatten(x)[0].shape[:1] == [0]:
+        # A replica's share is empty (fewer samples than replicas). Keras,
+        # seeing that statically, returns the empty per-sample losses
+        # unreduced and then fails to add `model.losses` (or returns a loss
+        # of shape [0]); with the size unknown it makes the usual scalar,
+        # whose contribution is zero below.
+        x, y, sw = (tf.nest.map_structure(_unknown_rows, part)
+                    if part is not None else None for part in (x, y, sw))
       n = _num_samples(x)
-      # A replica may get an empty share (fewer samples than replicas);
-      # its mean loss is then NaN, and its contribution zero.
+      # An empty share's mean loss may be NaN (0 / 0); it contributes 0.
       return tf.where(n > 0, self._loss_on(x, y, sw) * (n / total), 0.)
     return _distribute.ReplicaLoss(contribution, inputs)
 
 
-def _check_dataset(dataset):
-  card = int(dataset.cardinality())
-  if card == tf.data.INFINITE_CARDINALITY:
+def _is_infinite(dataset):
+  """Whether `dataset` never ends, as far as its pipeline shows.
+
+  `cardinality()` knows most infinite datasets, but a `filter()` after a
+  `.repeat()` makes it unknown. So an unknown one is followed down its
+  single-input chain: reaching an infinite dataset before any `take` or
+  `take_while` (the ops that end an infinite input) means it never ends (or
+  stalls, when the filter rejects everything from then on). Datasets of
+  unknown size from generators are not knowable.
+  """
+  while True:
+    card = int(dataset.cardinality())
+    if card == tf.data.INFINITE_CARDINALITY:
+      return True
+    if card != tf.data.UNKNOWN_CARDINALITY or "Take" in type(dataset).__name__:
+      return False
+    try:
+      inputs = dataset._inputs()  # pylint: disable=protected-access
+    except (AttributeError, NotImplementedError):
+      return False
+    if len(inputs) != 1:
+      return False
+    dataset = inputs[0]
+
+
+def _check_dataset(dataset, name):
+  """Refuses a dataset `name` that is infinite or yields no batches."""
+  if _is_infinite(dataset):
     raise ValueError(
-        "x is an infinite tf.data.Dataset (e.g. it ends in .repeat()); the "
-        "L-BFGS objective is a full pass over the data, so x must be finite. "
-        "Use .take(n) or drop .repeat().")
+        "%s is an infinite tf.data.Dataset (e.g. it ends in .repeat(), or "
+        "filters a repeated dataset); every L-BFGS iteration passes over "
+        "all of it, so it must be finite. Use .take(n) or drop .repeat()."
+        % name)
   # A `filter()` makes the cardinality unknown: look at the first batch
   # (one pass over the pipeline until something comes out).
+  card = int(dataset.cardinality())
   if card == 0 or (card == tf.data.UNKNOWN_CARDINALITY
                    and not any(True for _ in dataset.take(1))):
     raise ValueError(
-        "x is a tf.data.Dataset that yields no batches (empty, or emptied by "
-        "filter()/take(0)); the L-BFGS objective would be a mean over zero "
-        "samples. Check the input pipeline.")
+        "%s is a tf.data.Dataset that yields no batches (empty, or emptied "
+        "by filter()/take(0)); there is nothing to %s. Check the input "
+        "pipeline." % (name, "fit" if name == "x" else "evaluate"))
 
 
-def _check_sample_counts(x, y, sample_weight):
+def _check_sample_counts(x, y, sample_weight, names=("x", "y",
+                                                     "sample_weight")):
   """Keras' cardinality check, before any graph is built."""
   sizes = {}
-  for name, value in (("x", x), ("y", y), ("sample_weight", sample_weight)):
+  for name, value in zip(names, (x, y, sample_weight)):
     if value is not None:
       sizes[name] = [int(tf.shape(leaf)[0]) if leaf.shape.rank else 1
                      for leaf in tf.nest.flatten(value)]
@@ -262,7 +326,39 @@ def _check_sample_counts(x, y, sample_weight):
             "'%s' sizes: %s." % (name, ", ".join(map(str, per_name)))
             for name, per_name in sizes.items()))
   if counts == {0}:
-    raise ValueError("x is empty (0 samples): there is no data to fit.")
+    raise ValueError("%s is empty (0 samples): there is no data to %s." % (
+        names[0], "fit" if names[0] == "x" else "evaluate"))
+
+
+def _to_tensors(value):
+  return None if value is None else tf.nest.map_structure(
+      tf.convert_to_tensor, value)
+
+
+def _validation_inputs(validation_data):
+  """Checks `validation_data`; returns a dataset or `(x, y, sw)` tensors."""
+  if validation_data is None or isinstance(validation_data,
+                                           tf.data.Dataset):
+    if validation_data is not None:
+      _check_dataset(validation_data, "validation_data")
+    return validation_data
+  if (not isinstance(validation_data, (tuple, list))
+      or len(validation_data) not in (2, 3)):
+    raise ValueError(
+        "validation_data must be (x_val, y_val), (x_val, y_val, "
+        "sample_weight_val) or a finite tf.data.Dataset; got %s." % (
+            "a %s of %d" % (type(validation_data).__name__,
+                            len(validation_data))
+            if isinstance(validation_data, (tuple, list))
+            else type(validation_data).__name__))
+  vx, vy, vsw = (tuple(_to_tensors(v) for v in validation_data)
+                 + (None,))[:3]
+  if vx is None or vy is None:
+    raise ValueError("validation_data needs x_val and y_val; got None for "
+                     "%s." % ("x_val" if vx is None else "y_val"))
+  _check_sample_counts(vx, vy, vsw, ("validation_data's x_val", "y_val",
+                                     "sample_weight_val"))
+  return vx, vy, vsw
 
 
 def _make_data(x, y, sample_weight, batch_size):
@@ -276,15 +372,20 @@ def _make_data(x, y, sample_weight, batch_size):
     if batch_size is not None:
       raise ValueError("batch_size must be None when x is a dataset (it is "
                        "already batched); got %r." % (batch_size,))
-    _check_dataset(x)
+    _check_dataset(x, "x")
     return None, None, None, x
   if x is None:
     raise ValueError("x is required: arrays/tensors, or a finite "
                      "tf.data.Dataset.")
-  to_tensor = lambda a: None if a is None else tf.nest.map_structure(
-      tf.convert_to_tensor, a)
-  x, y, sw = to_tensor(x), to_tensor(y), to_tensor(sample_weight)
+  x, y, sw = _to_tensors(x), _to_tensors(y), _to_tensors(sample_weight)
   _check_sample_counts(x, y, sw)
+  if sw is not None and not any(bool(tf.reduce_any(leaf != 0))
+                                for leaf in tf.nest.flatten(sw)):
+    # Keras' mean would be 0 whatever the weights: a constant objective,
+    # which L-BFGS would declare converged at the start.
+    raise ValueError(
+        "sample_weight is 0 for every sample, so the loss has no data term "
+        "and there is nothing to fit; give some samples a positive weight.")
   if batch_size is None:
     return x, y, sw, None
   batch_size = _validation.positive_int(batch_size, "batch_size")
@@ -307,15 +408,20 @@ def _has_metrics(model, keras_module):
 class _Epochs:
   """Keras' view of an L-BFGS run: one epoch per iteration.
 
-  An instance is the run's `progress_callback`: each iteration ends an
-  epoch, with `logs['loss']` the objective at the iterate (from the
-  optimizer, no evaluation added) plus `extra_logs()`; it drives the
-  callbacks, the progress bar and `History` (with `evaluations`), and ends
-  the run when a callback sets `model.stop_training`.
+  An instance is the run's `progress_callback`: each iteration is an epoch,
+  with `logs['loss']` the objective at the iterate (from the optimizer, no
+  evaluation added) plus `extra_logs()`; it drives the callbacks, the
+  progress bar and `History` (with `evaluations`), and ends the run when a
+  callback sets `model.stop_training` (or, with `stop_at_max`, after
+  `max_iterations` epochs).
+
+  `on_epoch_begin(k)` is called once iteration `k` has been made, just
+  before `on_epoch_end(k)`: whether the optimizer makes another iteration
+  (or any) is known only then, and Keras pairs every begin with an end.
   """
 
   def __init__(self, keras_module, model, callbacks, verbose,
-               max_iterations, extra_logs, strategy=None):
+               max_iterations, extra_logs, strategy=None, stop_at_max=False):
     K = keras_module
     # One callback is accepted as Keras' own `fit` does.
     if isinstance(callbacks, K.callbacks.Callback):
@@ -324,6 +430,15 @@ class _Epochs:
       raise TypeError("callbacks must be a list of Keras callbacks; got %s."
                       % type(callbacks).__name__)
     callbacks = list(callbacks or [])
+    for cb in callbacks:
+      for name in ("ReduceLROnPlateau", "LearningRateScheduler"):
+        cls = getattr(K.callbacks, name, None)
+        if cls is not None and isinstance(cb, cls):
+          warnings.warn(
+              "%s sets model.optimizer's learning rate, which L-BFGS does "
+              "not use: it has no effect on this fit, and the rate it sets "
+              "stays for a later model.fit. Remove it from the callbacks."
+              % name, UserWarning, stacklevel=3)
     if not _distribute.is_chief(strategy):
       # Other workers run every callback but those that write (the chief
       # writes for all; every worker sees the same logs).
@@ -343,10 +458,12 @@ class _Epochs:
     self._strategy = strategy
     self._history = history
     self._max_iterations = max_iterations
+    self._stop_at_max = stop_at_max
     self._extra_logs = extra_logs
     self._callbacks = K.callbacks.CallbackList(
         callbacks, add_history=False, add_progbar=False, model=model,
         verbose=verbose, epochs=max_iterations, steps=1)
+    self._verbose = verbose
     self._progbar = (K.utils.Progbar(target=max_iterations, verbose=verbose,
                                      unit_name="iteration")
                      if verbose else None)
@@ -355,28 +472,32 @@ class _Epochs:
     history.evaluations = []
     model.stop_training = False
     self._callbacks.on_train_begin()
-    self._callbacks.on_epoch_begin(0)
 
   def __call__(self, progress):
+    epoch = self._epoch
+    self._callbacks.on_epoch_begin(epoch)
     self._history.evaluations.append(int(progress.nfev))
     logs = {"loss": float(progress.fun)}
     logs.update(self._extra_logs())
-    epoch = self._epoch
     self._callbacks.on_epoch_end(epoch, logs)
     self._logs = logs
     self._epoch = epoch + 1
     if self._progbar is not None:
       # Show the values at the iterate, not running averages.
       self._progbar.stateful_metrics = set(logs)
-      self._progbar.update(epoch + 1, [(k, v) for k, v in logs.items()])
-    if _distribute.any_worker(self._strategy,
-                              getattr(self._model, "stop_training", False)):
+      # verbose=2 prints a bar's line only when finalized: one per
+      # iteration, as Keras prints one per epoch.
+      self._progbar.update(epoch + 1, [(k, v) for k, v in logs.items()],
+                           finalize=True if self._verbose == 2 else None)
+    stop = getattr(self._model, "stop_training", False)
+    if _distribute.any_worker(self._strategy, stop) or (
+        self._stop_at_max and self._epoch >= self._max_iterations):
       raise StopIteration
-    self._callbacks.on_epoch_begin(epoch + 1)
 
   def end(self, result):
     """Closes the run; returns the `History` with `result` attached."""
-    if self._progbar is not None and self._epoch < self._max_iterations:
+    if (self._verbose == 1 and self._progbar is not None
+        and self._epoch < self._max_iterations):
       # Ended early (converged or stopped): close the bar where it stands.
       self._progbar.target = self._epoch
       self._progbar.update(self._epoch, finalize=True)
@@ -384,6 +505,111 @@ class _Epochs:
     self._history.result = result
     self._model.history = self._history
     return self._history
+
+
+# Keras `model.fit` arguments that have no meaning here, and what to do.
+_KERAS_FIT_ONLY = {
+    "epochs": "each L-BFGS iteration is one epoch: pass max_iterations",
+    "initial_epoch": "a run starts at iteration 0",
+    "steps_per_epoch": "every iteration passes over all the data",
+    "validation_split": "pass validation_data",
+    "validation_steps": "validation_data is evaluated in full",
+    "validation_batch_size": "validation_data is evaluated in full",
+    "validation_freq": "validation_data is evaluated every iteration",
+    "shuffle": "the full-batch objective does not depend on the order",
+    "class_weight": "pass sample_weight",
+    "max_queue_size": "the data is passed over as given",
+    "workers": "the data is passed over as given",
+    "use_multiprocessing": "the data is passed over as given",
+}
+
+
+def _check_options(options):
+  """Refuses Keras `fit` arguments passed as method options."""
+  for name in options:
+    if name in _KERAS_FIT_ONLY:
+      raise ValueError(
+          "%s is a Keras model.fit argument, which tf_extopt.keras.fit does "
+          "not take (%s)." % (name, _KERAS_FIT_ONLY[name]))
+
+
+def _constraint_bounds(model, variables, var_to_bounds, method):
+  """`var_to_bounds` with the model's weight constraints added as bounds.
+
+  Keras' optimizers apply a variable's `constraint` after each step. Behind
+  L-BFGS's back that projection would break its line search and memory, so
+  instead the constraints that are bounds (`NonNeg`; see
+  `_packing.constraint_box`) become bounds, intersected with the user's:
+  L-BFGS-B then keeps every iterate inside them. Any other constraint is
+  refused.
+
+  Returns:
+    The user's `var_to_bounds` when no variable has a constraint, else a
+    list of `(variable, (low, high))` pairs.
+
+  Raises:
+    ValueError: A constraint that is not a box, a method that cannot take
+      bounds, or bounds that leave no value.
+  """
+  pairs = _packing.variable_constraints(model)
+  if not pairs:
+    return var_to_bounds
+  from tf_extopt.external_optimizer import _BOUNDS_METHODS  # pylint: disable=g-import-not-at-top
+  for var, constraint in pairs:
+    if _packing.constraint_box(constraint, var.shape) is None:
+      raise ValueError(
+          "Variable %r has the constraint %s, which L-BFGS cannot honour: "
+          "only constraints that are bounds are (NonNeg; MaxNorm and "
+          "MinMaxNorm over single elements), and they become bounds. "
+          "Remove the constraint, or minimize the loss with "
+          "ScipyOptimizerInterface(method='SLSQP' or 'trust-constr') and "
+          "the constraint written as equalities/inequalities." % (
+              var.name, type(constraint).__name__))
+  if method.lower() != "lbfgs" and method.lower() not in [
+      m.lower() for m in _BOUNDS_METHODS]:
+    raise ValueError(
+        "Variable %r has the constraint %s, which fit turns into bounds, but "
+        "method=%r cannot take bounds; use method='lbfgs' or one of %s." % (
+            pairs[0][0].name, type(pairs[0][1]).__name__, method,
+            ", ".join(_BOUNDS_METHODS)))
+  packer = _packing.VariablePacker(variables)
+  packed = packer.packed_bounds(var_to_bounds)
+  if packed is None:
+    packed = (np.full(packer.size, -np.inf), np.full(packer.size, np.inf))
+  lowers, uppers = (packer.split(b) for b in packed)
+  index = {id(v): i for i, v in enumerate(variables)}
+  for var, constraint in pairs:
+    i = index[id(var)]
+    low, high = _packing.constraint_box(constraint, var.shape)
+    lowers[i] = np.maximum(lowers[i], low)
+    uppers[i] = np.minimum(uppers[i], high)
+    if (lowers[i] > uppers[i]).any():
+      raise ValueError(
+          "var_to_bounds and the constraint %s of variable %r leave it no "
+          "value." % (type(constraint).__name__, var.name))
+  return [(v, (lo.reshape(shape), hi.reshape(shape)))
+          for v, shape, lo, hi in zip(variables, packer.shapes, lowers,
+                                      uppers)]
+
+
+def _restored_result(opt, result):
+  """The result for weights a callback set after the run.
+
+  `EarlyStopping(restore_best_weights=True)` sets the weights of its best
+  epoch in `on_train_end`. The result then describes them (one more
+  evaluation: `fun` and `jac` there, in training mode) and not the point
+  the optimizer ended on, with `success` False: the restored point was not
+  shown to be a minimum.
+  """
+  x, fun, jac = opt._describe_variables()  # pylint: disable=protected-access
+  counters = {k: result[k] for k in ("nit", "nfev", "njev") if k in result}
+  return OptimizeResult(
+      x=x, fun=fun, jac=jac, success=False, status=_run.STATUS_RESTORED,
+      message="A callback set the weights to another point when training "
+      "ended (e.g. EarlyStopping(restore_best_weights=True)); x, fun and "
+      "jac describe that point, not the optimizer's end point. Optimizer's "
+      "message: %s" % result.get("message", ""),
+      optimizer_status=result.get("status"), **counters)
 
 
 def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
@@ -399,17 +625,21 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     batch_size: None (default) evaluates the objective on all samples at
       once; an int splits it into batches whose gradients are accumulated
       (for data that does not fit in one pass). The objective is the same.
-    sample_weight: Optional per-sample weights (None with a dataset).
+    sample_weight: Optional per-sample weights (None with a dataset), not
+      all zero.
     validation_data: Optional `(x_val, y_val)` or `(x_val, y_val, sw)`
-      tuple or dataset; `val_` metrics are logged each iteration.
+      tuple or finite dataset; `val_` metrics are logged each iteration.
     callbacks: List of Keras callbacks (of the model's Keras package), or
-      one callback. Each
-      iteration is one epoch. `model.stop_training = True` ends the run.
+      one callback. Each iteration is one epoch. `model.stop_training =
+      True` ends the run. `ReduceLROnPlateau` and `LearningRateScheduler`
+      get a warning: they change a learning rate L-BFGS does not use.
     verbose: 0 silent, 1 progress bar over iterations, 2 one line per
       iteration.
     method: `'lbfgs'` (on-device `LbfgsOptimizerInterface`) or a
       `scipy.optimize.minimize` method name (`ScipyOptimizerInterface`).
-    max_iterations: Maximum number of iterations (SciPy: `maxiter`).
+    max_iterations: Maximum number of iterations (SciPy: `maxiter`; TNC,
+      which has no iteration limit, is stopped after `max_iterations`
+      iterations, with `status` 99).
     loss: Optional Keras loss (name, `Loss` or `fn(y_true, y_pred)`)
       replacing the compiled loss; `model.losses` are still added.
     jit_compile: Compile the objective (and, for `'lbfgs'`, the solver)
@@ -418,23 +648,46 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     **options: Method options: `lbfgs_minimize` options for `'lbfgs'`
       (`tolerance`, `num_correction_pairs`, `dtype`, ...); for SciPy
       methods, `options={...}` (merged with `maxiter`) and other
-      `scipy.optimize.minimize` keywords (`tol`).
+      `scipy.optimize.minimize` keywords (`tol`). Both take
+      `var_to_bounds`. Keras `model.fit` arguments (`epochs`, ...) are
+      refused, saying what to pass instead.
 
   Returns:
     The `History` callback: `history.history['loss']` has one entry per
     iteration; `history.evaluations[i]` is the number of objective
     evaluations (loss and gradient over the full data) made by the end of
     iteration `i`; `history.result` is the optimizer's `OptimizeResult`
-    (None when `max_iterations=0`).
+    (None when `max_iterations=0`). When a callback set the weights to
+    another point at the end (`EarlyStopping(restore_best_weights=True)`),
+    `history.result` describes the weights the model holds: `x`, and `fun`
+    and `jac` evaluated there (one more evaluation), with `success` False,
+    `status` 97 and the optimizer's own status in `optimizer_status`.
 
   Raises:
     TypeError: `model` is not a Keras model, `loss` is not a loss, or
       `callbacks` is not a list of callbacks.
     ValueError: An uncompiled model without `loss=`, an infinite or empty
-      dataset, empty arrays, `x`/`y`/`sample_weight` with different numbers
-      of samples, a model without trainable variables, a bad argument, a
+      dataset (`x` or `validation_data`), empty arrays, `x`/`y`/
+      `sample_weight` (or `validation_data`'s) with different numbers of
+      samples, a `sample_weight` of all zeros, `validation_data` that is
+      not `(x_val, y_val[, sw])` or a dataset, a model without trainable
+      variables, a weight constraint that is not a bound (see below), a
+      Keras `fit` argument or another unknown option, a bad argument, a
       model built under a strategy that cannot be used (see
-      `LbfgsOptimizerInterface`'s `distribute_strategy`).
+      `LbfgsOptimizerInterface`'s `distribute_strategy`), or a call inside
+      the scope of a strategy that did not create the model (Keras would
+      divide the loss by its number of replicas; build and compile the
+      model inside the scope, as Keras' own `fit` requires).
+
+  Weight constraints (`kernel_constraint=...`) that are bounds become bounds
+  (merged with `var_to_bounds`), so `'lbfgs'` runs L-BFGS-B and SciPy needs
+  a method that takes bounds: `NonNeg` is `[0, inf)`, and `MaxNorm(m)` or
+  `MinMaxNorm(min_value <= 0, max_value=m)` over single elements is
+  `[-m, m]`. Other constraints (`UnitNorm`, norms of whole rows or columns,
+  custom ones) are refused: Keras' optimizers project the weights after
+  each step, but a projection the optimizer does not know about breaks
+  L-BFGS's line search and memory (the step it measured is not the one
+  taken), where bounds keep every iterate feasible and the method exact.
   """
   K = _keras_module(model)
   from tf_extopt.external_optimizer import ScipyOptimizerInterface  # pylint: disable=g-import-not-at-top
@@ -449,6 +702,7 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
   if not isinstance(method, str):
     raise ValueError("method must be 'lbfgs' or a SciPy method name; got %r."
                      % (method,))
+  _check_options(options)
   if loss is not None:
     batch_loss = _override_loss_fn(model, K, loss)
   else:
@@ -458,6 +712,7 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
           "The model has no loss: compile it with a loss "
           "(model.compile(loss=...)) or pass loss= to tf_extopt.keras.fit.")
   x_t, y_t, sw_t, dataset = _make_data(x, y, sample_weight, batch_size)
+  validation = _validation_inputs(validation_data)
   if jit_compile and dataset is not None:
     raise ValueError("jit_compile=True needs in-memory data without "
                      "batch_size (tf.data cannot be XLA-compiled).")
@@ -469,26 +724,34 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
   variables = _packing.resolve_var_list(model, "model")
   strategy = _distribute.resolve_strategy(variables, None, False,
                                           jit_compile)
+  _distribute.check_scope(strategy, "tf_extopt.keras.fit")
   objective = _Objective(model, batch_loss, variables, x_t, y_t, sw_t,
                          dataset)
   if strategy is not None:
     objective = objective.replica_loss(strategy)
 
   options = dict(options)  # Never mutate the caller's dicts.
+  bounds = _constraint_bounds(model, variables,
+                              options.pop("var_to_bounds", None), method)
+  stop_at_max = False
   if method.lower() == "lbfgs":
     if "max_iterations" in options or "iterations_per_call" in options:
       raise ValueError("Pass max_iterations as fit's own argument; "
                        "iterations_per_call is fixed to 1 (one epoch per "
                        "iteration).")
-    opt = LbfgsOptimizerInterface(objective, model,
+    opt = LbfgsOptimizerInterface(objective, model, var_to_bounds=bounds,
                                   max_iterations=max_iterations,
                                   iterations_per_call=1,
                                   jit_compile=jit_compile, **options)
   else:
     scipy_options = dict(options.pop("options", None) or {})
-    scipy_options.setdefault("maxiter", max_iterations)
-    opt = ScipyOptimizerInterface(objective, model, method=method,
-                                  options=scipy_options,
+    # TNC has no iteration limit (its old `maxiter` counted evaluations):
+    # the epochs stop it instead.
+    stop_at_max = method.lower() == "tnc"
+    if not stop_at_max:
+      scipy_options.setdefault("maxiter", max_iterations)
+    opt = ScipyOptimizerInterface(objective, model, var_to_bounds=bounds,
+                                  method=method, options=scipy_options,
                                   jit_compile=jit_compile, **options)
 
   with_metrics = _has_metrics(model, K)
@@ -502,17 +765,27 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
                                                    sample_weight=sw_t)
       values = model.evaluate(data, verbose=0, return_dict=True, **kwargs)
       logs.update({k: float(v) for k, v in values.items() if k != "loss"})
-    if validation_data is not None:
-      if isinstance(validation_data, tf.data.Dataset):
-        values = model.evaluate(validation_data, verbose=0, return_dict=True)
+    if validation is not None:
+      if isinstance(validation, tf.data.Dataset):
+        values = model.evaluate(validation, verbose=0, return_dict=True)
       else:
-        vx, vy, vsw = _unpack_batch(tuple(validation_data))
+        vx, vy, vsw = validation
         values = model.evaluate(vx, vy, sample_weight=vsw, verbose=0,
                                 return_dict=True)
       logs.update({"val_" + k: float(v) for k, v in values.items()})
     return logs
 
   epochs = _Epochs(K, model, callbacks, verbose, max_iterations, extra_logs,
-                   strategy)
-  result = opt.minimize(progress_callback=epochs) if max_iterations else None
-  return epochs.end(result)
+                   strategy, stop_at_max=stop_at_max)
+  if not max_iterations:
+    return epochs.end(None)
+  result = opt.minimize(progress_callback=epochs)
+  packer = _packing.VariablePacker(variables)
+  held = packer.pack_values().numpy()
+  history = epochs.end(result)
+  # Every worker runs the same callbacks on the same logs; vote anyway, so
+  # that all of them make the evaluation (an all-reduce) or none.
+  if _distribute.any_worker(strategy, not np.array_equal(
+      packer.pack_values().numpy(), held)):
+    history.result = _restored_result(opt, result)
+  return history

@@ -74,6 +74,16 @@ _STATUS_CONVERGED = 0
 _STATUS_MAX_ITERATIONS = 1
 _STATUS_FAILED = 2
 
+_LINE_SEARCH_FAILED = (
+    "Failed: the line search could not decrease the loss along the search "
+    "direction, nor along steepest descent, so this point (the last one it "
+    "accepted) is not known to be a minimum. Check that the "
+    "gradient is the gradient of the loss (a wrong sign, tf.stop_gradient, "
+    "a non-differentiable loss), that the loss is the same function at "
+    "every evaluation (Dropout or other randomness in training mode, data "
+    "that changes, a noisy mixed_float16 loss), and that `tolerance` is "
+    "not below what the loss's precision can resolve (float32).")
+
 
 class _BestSeen:
   """The best finite point the compiled loop has evaluated, in variables.
@@ -386,9 +396,12 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     if bool(r.converged):
       status, message = _STATUS_CONVERGED, "Converged."
     elif bool(r.failed):
+      # A failed run stays at its last accepted point: finite unless it is
+      # the start point.
+      finite = (math.isfinite(fun)
+                and bool(np.isfinite(r.objective_gradient).all()))
       status, message = _STATUS_FAILED, (
-          "Failed: the start point is not finite, or no decrease was found "
-          "even along steepest descent." if math.isfinite(fun) else
+          _LINE_SEARCH_FAILED if finite else
           "Failed: the loss or gradient is not finite at the start point.")
     else:
       status, message = _STATUS_MAX_ITERATIONS, (
