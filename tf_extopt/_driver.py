@@ -270,7 +270,12 @@ def _advance(config, strategy, state, x_trial, f_trial, g_trial):
   take_best = give_up & (fallback_step > 0) & (
       search.initial_value - fallback_value
       > _linesearch.noise_level(search.initial_value))
-  search_failed = give_up & ~take_best
+  # A search that found nothing although even its first trial's predicted
+  # change was within that noise ran out of digits, not out of descent:
+  # the member has converged to working precision (what SciPy's factr test
+  # and TFP's "f did not change" test report). Otherwise the search failed.
+  at_precision = give_up & ~take_best & ~search.resolvable
+  search_failed = give_up & ~take_best & ~at_precision
   accepted = take_trial | take_best
 
   use_trial = take_trial | trial_is_best
@@ -305,7 +310,7 @@ def _advance(config, strategy, state, x_trial, f_trial, g_trial):
       f=tf.where(accepted, f_new, state.f),
       g=_where(accepted, g_new, state.g),
       memory=memory,
-      converged=state.converged | converged_now,
+      converged=state.converged | converged_now | at_precision,
       failed=failed,
       direction=state.direction,
       search=tf.where(active[None], new_packed, state.search),

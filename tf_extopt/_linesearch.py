@@ -92,14 +92,27 @@ up although the step was good. The derivative stays accurate there, so, as
 Hager and Zhang's approximate Wolfe conditions do, a trial whose value is
 indistinguishable from ``phi(0)``::
 
-    |fa - f0| <= noise_level(f0) = VALUE_NOISE * eps * |f0|
+    |fa - f0| <= noise_level(f0) = eps^(2/3) |f0|
 
 is accepted on the derivative alone: ``|ga| <= gtol |g0|`` (which implies
 their ``ga <= (2 ftol - 1) g0``, the form sufficient decrease takes on a
 quadratic). Such a trial is never refined: its value says nothing about the
-line's shape. Outside that band the search is MINPACK's. `noise_level` is
-also the margin by which a search's fallback point must beat ``phi(0)`` to
-count as progress (see `_driver`).
+line's shape. Outside that band the search is MINPACK's.
+
+The band, ``eps^(2/3)`` relative (4e-11 in float64, 2e-5 in float32), is
+wider than the few ulps a simple objective rounds by: a loss summed over
+many terms, or a Gaussian process's Cholesky factorisation, rounds by
+hundreds to thousands of ulps, and a band narrower than the noise turns the
+end of every long run into a failed search. Hager and Zhang use ``1e-6``
+relative in double precision.
+
+`noise_level` also decides, for the driver (see `_driver`), when a search
+that found no acceptable point means the run is done: its fallback point
+counts as progress only if it is lower than ``phi(0)`` by more than the
+band; and when even the first trial's predicted change ``a0 |g0|`` is
+within the band (`LineSearchState.resolvable` is false), the values could
+not have told a decrease apart, and the member has converged to working
+precision rather than failed.
 
 Non-finite trials (NaN or +inf value or slope) are a deviation from MINPACK,
 which has no notion of them: the trial becomes the upper end of a bracket and
@@ -141,10 +154,9 @@ _SHRINK_FACTOR = 0.66        # force a bisection unless the interval shrinks
 # against the decrease.
 MODEL_TOLERANCE = 1e-3
 
-# Values within this many machine epsilons of |phi(0)| (relative) cannot be
-# told apart from phi(0) (see "Values at the limit of precision"): rounding
-# in an objective's sums and products reaches a few to tens of ulps.
-VALUE_NOISE = 100.0
+# Values within eps**NOISE_EXPONENT of |phi(0)| (relative) cannot be told
+# apart from phi(0) (see "Values at the limit of precision").
+NOISE_EXPONENT = 2.0 / 3.0
 
 LineSearchState = collections.namedtuple(
     "LineSearchState",
@@ -168,6 +180,8 @@ LineSearchState = collections.namedtuple(
         "max_step",         # [B] stpmax.
         "refine_tolerance", # [B] t of the refinement rule; < 0: never.
         "refining",         # [B] bool: the pending trial is that one.
+        "resolvable",       # [B] bool: the first trial's predicted change
+                            #     a0 |phi'(0)| exceeds `noise_level`.
         "num_evaluations",  # [B] int32 trials consumed so far.
     ])
 LineSearchState.__doc__ = """State of one batched Moré–Thuente search.
@@ -189,7 +203,7 @@ def unpack(packed):
   state = LineSearchState(*fields)
   return state._replace(
       bracketed=state.bracketed > 0.5, stage_one=state.stage_one > 0.5,
-      refining=state.refining > 0.5,
+      refining=state.refining > 0.5, resolvable=state.resolvable > 0.5,
       num_evaluations=tf.cast(tf.round(state.num_evaluations), tf.int32))
 
 
@@ -212,13 +226,13 @@ def refine_tolerance(num_variables, num_pairs):
 
 
 def noise_level(value):
-  """The rounding noise `VALUE_NOISE * eps * |value|` of objective values.
+  """The rounding noise `eps^(2/3) |value|` of objective values.
 
   Two values closer than this to each other are treated as equal by the
   line search (approximate Wolfe) and by the driver (no progress).
   """
   eps = np.finfo(value.dtype.as_numpy_dtype).eps
-  return VALUE_NOISE * eps * tf.abs(value)
+  return eps ** NOISE_EXPONENT * tf.abs(value)
 
 
 def init(initial_step, value, slope, max_step, min_step=None,
@@ -267,6 +281,7 @@ def init(initial_step, value, slope, max_step, min_step=None,
           tf.cast(-1.0 if refine_tolerance is None else refine_tolerance,
                   value.dtype), tf.shape(value)),
       refining=zero,
+      resolvable=-first * slope > noise_level(value),
       num_evaluations=zero))
 
 
@@ -392,6 +407,7 @@ def step(state, value, slope, is_finite, final=None):
       max_step=state.max_step,
       refine_tolerance=state.refine_tolerance,
       refining=tf.zeros_like(f),
+      resolvable=state.resolvable,
       num_evaluations=state.num_evaluations + 1)), packed)
   # A refining member keeps the refined point as its best point and tries the
   # line minimiser next.
