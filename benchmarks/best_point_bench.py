@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scipy_interface_bench import make_problem  # pylint: disable=g-import-not-at-top,wrong-import-position
+from _models import make_problem  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from tf_extopt import LbfgsOptimizerInterface  # pylint: disable=g-import-not-at-top,wrong-import-position
 

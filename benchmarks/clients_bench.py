@@ -54,19 +54,39 @@ def run_backend(backend, args):
     shift = r % len(solvers)
     for solver, maxiter in solvers[shift:] + solvers[:shift]:
       runs.append({"solver": solver, "options": {"maxiter": maxiter}})
+  report = run_worker(backend, runs, args.domain, args.adam, args.seed)
+  report["runs"] = report["runs"][2:]  # Drop the warm-up runs.
+  return report
+
+
+def run_worker(backend, runs, domain, adam, seed):
+  """Runs `_deepxde_burgers.py` on `backend` in a new process.
+
+  `time_to_loss.py` runs it too.
+
+  Args:
+    backend: `DDE_BACKEND`, `'tensorflow'` or `'tensorflow.compat.v1'`.
+    runs: The worker's `--runs`: `{solver, options}` dicts, each an L-BFGS
+      `train()` from the Adam weights, run in this order.
+    domain: Collocation points.
+    adam: Adam steps before the L-BFGS runs.
+    seed: DeepXDE's random seed.
+
+  Returns:
+    The worker's JSON report: `adam_loss`, and per run `seconds`, `loss`,
+    `iterations`, `evaluations`... (see its `run_lbfgs`).
+  """
   env = dict(os.environ, DDE_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
   env["PYTHONPATH"] = os.pathsep.join(
       p for p in (_ROOT, env.get("PYTHONPATH")) if p)
-  command = [sys.executable, _WORKER, "--domain", str(args.domain),
-             "--adam", str(args.adam), "--runs", json.dumps(runs),
-             "--seed", str(args.seed)]
+  command = [sys.executable, _WORKER, "--domain", str(domain),
+             "--adam", str(adam), "--runs", json.dumps(runs),
+             "--seed", str(seed)]
   proc = subprocess.run(command, env=env, capture_output=True, text=True,
                         check=False)
   if proc.returncode:
     sys.exit("%s worker failed:\n%s" % (backend, proc.stderr[-4000:]))
-  report = json.loads(proc.stdout.strip().splitlines()[-1])
-  report["runs"] = report["runs"][2:]  # Drop the warm-up runs.
-  return report
+  return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def summarize(report, rounds):

@@ -40,7 +40,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import keras  # pylint: disable=g-import-not-at-top
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scipy_interface_bench import make_problem  # pylint: disable=g-import-not-at-top,wrong-import-position
+from _models import make_problem  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from tf_extopt import LbfgsOptimizerInterface  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_extopt import ScipyOptimizerInterface  # pylint: disable=g-import-not-at-top,wrong-import-position

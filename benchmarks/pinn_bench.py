@@ -19,8 +19,8 @@ Run: python benchmarks/pinn_bench.py [--long]
 """
 
 import argparse
-import importlib.util
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,17 +28,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tensorflow_probability as tfp
 
-import tf_extopt
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _models import load_example  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_EXAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                        "examples", "pinn_burgers.py")
-
-
-def load_example():
-  spec = importlib.util.spec_from_file_location("pinn_burgers", _EXAMPLE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+import tf_extopt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def make_solver(minimize, function):
@@ -117,7 +110,7 @@ def main():
   iterations = args.iterations or (1000 if args.long else 200)
   chunk = args.chunk or (100 if args.long else 25)
 
-  example = load_example()
+  example = load_example("pinn_burgers")
   print(f"TensorFlow {tf.__version__}, TFP {tfp.__version__}; "
         f"{adam_steps} Adam steps, then {iterations} L-BFGS iterations\n")
   xt, edges, values = example.make_points(2000, 100)

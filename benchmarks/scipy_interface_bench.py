@@ -30,6 +30,7 @@ Run: python benchmarks/scipy_interface_bench.py [--maxiter 50] [--repeats 5]
 import argparse
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,37 +40,15 @@ import scipy.optimize  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import keras  # pylint: disable=g-import-not-at-top
 
-from tf_extopt import ScipyOptimizerInterface  # pylint: disable=g-import-not-at-top
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _models import make_problem  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from tf_extopt import ScipyOptimizerInterface  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 try:
   import gpflow  # pylint: disable=g-import-not-at-top
 except ImportError:  # The bench extra installs it; still run without it.
   gpflow = None
-
-_FEATURES = 8
-
-
-def make_problem(samples, width, seed=0):
-  rng = np.random.default_rng(seed)
-  x = tf.constant(rng.normal(size=(samples, _FEATURES)).astype(np.float32))
-  y = tf.constant(
-      (np.sin(x.numpy()).sum(axis=1, keepdims=True)
-       + 0.1 * rng.normal(size=(samples, 1))).astype(np.float32))
-  keras.utils.set_random_seed(seed)
-  model = keras.Sequential([
-      keras.Input((_FEATURES,)),
-      keras.layers.Dense(width, activation="tanh"),
-      keras.layers.Dense(width, activation="tanh"),
-      keras.layers.Dense(1),
-  ])
-
-  def loss_fn():
-    return tf.reduce_mean(tf.square(model(x) - y))
-
-  tf_vars = [getattr(v, "_value", v) for v in model.trainable_variables]
-  initial = [v.numpy() for v in tf_vars]
-  return model, loss_fn, tf_vars, initial
-
 
 def make_floor(loss_fn, tf_vars, jit_compile=False):
   shapes = [v.shape for v in tf_vars]
