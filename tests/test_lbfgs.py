@@ -61,6 +61,10 @@ def himmelblau(x):
   return test_problems.value_and_gradients(test_problems._himmelblau)(x)
 
 
+def rosenbrock_2d(x):
+  return test_problems.value_and_gradients(test_problems._rosenbrock)(x)
+
+
 HIMMELBLAU_STARTS = np.array([[1, 1], [-2, 2], [-1, -1], [1, -2]], "float64")
 HIMMELBLAU_MINIMA = np.array([[3, 2], [-2.805118, 3.131312],
                               [-3.779310, -3.283186], [3.584428, -1.848126]])
@@ -333,6 +337,118 @@ def test_refinement_can_be_off(line):
   trials, status = search_line(LINES[line][0], None)
   assert status == _linesearch.CONVERGED
   np.testing.assert_allclose(trials, [1.0])
+
+
+@pytest.mark.parametrize("line", sorted(LINES))
+def test_exact_line_search_true_refines_whatever_the_size(line):
+  """`exact_line_search=True`: the `n > m` rule for every problem."""
+  trials, status = search_line(LINES[line][0],
+                               _linesearch.refine_tolerance(3, 10, True))
+  assert status == _linesearch.CONVERGED
+  np.testing.assert_allclose(trials, [1.0, LINES[line][1]])
+
+
+@pytest.mark.parametrize("exact", [None, True, False])
+def test_exact_line_search_option(exact, regime):
+  """On the 40-D bowl (n > m): near-exact searches by default or when
+  asked, TFP's iterations at about two evaluations each; Wolfe steps with
+  `exact_line_search=False`, about one evaluation per iteration, and the
+  same minimum."""
+  function, start, minimum = TFP_BOWLS["bowl_40d"]
+  ours = solve(regime, lambda x: function(x), start, tolerance=1e-8,
+               max_iterations=200, exact_line_search=exact)
+  assert ours.converged
+  np.testing.assert_allclose(ours.position, minimum, atol=1e-6)
+  per_iteration = ours.num_objective_evaluations / ours.num_iterations
+  if exact is False:
+    assert per_iteration <= 1.2
+  else:
+    assert per_iteration >= 1.8
+    assert ours.num_iterations <= 35  # TFP's 34 (test_tfp_quadratic_bowls)
+
+
+def test_exact_line_search_must_be_a_bool_or_none():
+  with pytest.raises(TypeError, match="`exact_line_search` must be None"):
+    tf_extopt.lbfgs_minimize(himmelblau, tf.ones([2], tf.float64),
+                             exact_line_search="yes")
+
+
+# --- Per-iteration records (trace_fn) ------------------------------------------
+
+
+def _records(results):
+  return (results.num_iterations, results.num_objective_evaluations,
+          results.objective_value, results.position)
+
+
+def test_trace_fn_records_every_iteration(regime):
+  """One record per iteration, each the state a run of that many
+  iterations ends in; a resumed run records only its own iterations."""
+  start = np.array([-1.2, 1.0])
+
+  def solve_traced(x):
+    return tf_extopt.lbfgs_minimize(
+        rosenbrock_2d, x, tolerance=1e-8, max_iterations=30,
+        trace_fn=_records)
+
+  results, (iterations, evaluations, values, positions) = run(
+      regime, solve_traced, start)
+  count = int(results.num_iterations)
+  assert count > 10
+  np.testing.assert_array_equal(iterations, np.arange(1, count + 1))
+  assert np.all(np.diff(evaluations) >= 1)
+  assert evaluations[-1] == results.num_objective_evaluations
+  np.testing.assert_array_equal(values[-1], results.objective_value)
+  np.testing.assert_array_equal(positions[-1], results.position)
+  four = solve(regime, rosenbrock_2d, start, tolerance=1e-8,
+               max_iterations=4)
+  np.testing.assert_allclose(positions[3], four.position, rtol=1e-12)
+  assert evaluations[3] == four.num_objective_evaluations
+
+  def resume_traced(x):
+    first = tf_extopt.lbfgs_minimize(rosenbrock_2d, x, tolerance=1e-8,
+                                     max_iterations=4)
+    return tf_extopt.lbfgs_minimize(
+        rosenbrock_2d, None, previous_optimizer_results=first,
+        tolerance=1e-8, max_iterations=30, trace_fn=_records)
+
+  resumed, (iterations, _, _, positions) = run(regime, resume_traced, start)
+  np.testing.assert_array_equal(iterations, np.arange(5, count + 1))
+  np.testing.assert_allclose(positions[-1], results.position, rtol=1e-12)
+  assert resumed.num_iterations == count
+
+
+def test_trace_fn_in_a_batch_records_when_the_batch_count_grows(regime):
+  results, trace = run(regime, lambda x: tf_extopt.lbfgs_minimize(
+      himmelblau, x, tolerance=1e-8, trace_fn=lambda r: (
+          r.num_iterations, r.objective_value)), HIMMELBLAU_STARTS)
+  iterations, values = trace
+  np.testing.assert_array_equal(
+      iterations, np.arange(1, int(results.num_iterations) + 1))
+  assert values.shape == (results.num_iterations, len(HIMMELBLAU_STARTS))
+  np.testing.assert_array_equal(values[-1], results.objective_value)
+
+
+def test_trace_fn_under_xla_with_max_iterations_an_argument():
+  """XLA sizes the record from `max_iterations` at compile time."""
+  solve = tf.function(lambda x, k: tf_extopt.lbfgs_minimize(
+      rosenbrock_2d, x, max_iterations=k,
+      trace_fn=lambda r: r.objective_value), jit_compile=True)
+  for k in (3, 5):
+    results, values = solve(tf.constant([-1.2, 1.0], tf.float64),
+                            tf.constant(k))
+    assert values.shape == (k,) and int(results.num_iterations) == k
+
+
+@pytest.mark.parametrize("trace_fn,match", [
+    ("not callable", "`trace_fn` must be callable"),
+    (lambda r: object(), "`trace_fn` must be a callable taking an "
+     "LBfgsOptimizerResults and returning a Tensor"),
+])
+def test_trace_fn_errors(trace_fn, match):
+  with pytest.raises(TypeError, match=match):
+    tf.function(lambda x: tf_extopt.lbfgs_minimize(
+        rosenbrock_2d, x, trace_fn=trace_fn))(tf.ones([2], tf.float64))
 
 
 # --- Every regime, both dtypes ----------------------------------------------

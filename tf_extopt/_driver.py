@@ -25,8 +25,9 @@ The algorithm-specific parts come in through a `Strategy`:
   forget the memory (True) or just skip the pair (False).
 * ``refine_steps`` (default False): whether the line search may spend one
   more trial at the modelled line minimiser after a point with sufficient
-  decrease, under the rule `_linesearch.refine_tolerance` picks for the
-  problem's size (see "Refinement" in `_linesearch`).
+  decrease: False never; None under the rule `_linesearch.refine_tolerance`
+  picks for the problem's size; True after every such point (see
+  "Refinement" in `_linesearch`).
 * ``valid`` (default None): a `[B]` bool tensor, false for members whose
   problem is invalid in a way only known at run time (bounds with NaN or
   ``lower > upper`` under XLA, where assertions do not run). Those members
@@ -217,9 +218,9 @@ def _start_searches(state, where, strategy, empty_memory=False):
   hopeless = where & ~(slope < 0)
   first = strategy.initial_step(d, state.iteration, memory)
   refine_tolerance = None
-  if strategy.refine_steps:
+  if strategy.refine_steps is not False:
     refine_tolerance = _linesearch.refine_tolerance(
-        tf.shape(state.x)[-1], tf.shape(memory.s)[0])
+        tf.shape(state.x)[-1], tf.shape(memory.s)[0], strategy.refine_steps)
   search = _linesearch.init(first, state.f, slope,
                             strategy.max_step(state.x, d),
                             refine_tolerance=refine_tolerance)
@@ -324,8 +325,56 @@ def _advance(config, strategy, state, x_trial, f_trial, g_trial):
 XLA_UPDATE_MIN_BATCH = 256
 
 
-def run(objective, state, config, strategy, batch_shape):
+def _most_iterations(state):
+  """The batch's iteration count (0 for an empty batch), as TFP counts it."""
+  return tf.maximum(tf.reduce_max(state.iteration), 0)
+
+
+class Recorder:
+  """Per-iteration records written from inside the loop (`trace_fn`).
+
+  A record is `fn(state)`, taken after every trip in which the batch's
+  iteration count (its most advanced member's, TFP's `num_iterations`)
+  grows: once per iteration for one problem. The records go into buffers
+  of `capacity` rows allocated before the loop (one row written per trip,
+  in place), so the loop keeps fixed shapes and compiles with XLA.
+  """
+
+  def __init__(self, fn, capacity):
+    self._fn = fn
+    self.capacity = tf.maximum(capacity, 0)
+
+  def start(self, state):
+    """Empty buffers shaped after `fn`'s output on `state`, and a count."""
+    buffers = tf.nest.map_structure(
+        lambda value: tf.zeros(
+            tf.concat([[tf.maximum(self.capacity, 1)], tf.shape(value)], 0),
+            value.dtype),
+        self._fn(state))
+    return buffers, tf.constant(0)
+
+  def write(self, buffers, count, before, after):
+    """Records `after` if its iteration count grew from `before`'s."""
+    grew = _most_iterations(after) > _most_iterations(before)
+    row = tf.minimum(count, tf.maximum(self.capacity, 1) - 1)
+
+    def put(buffer, value):
+      return tf.tensor_scatter_nd_update(
+          buffer, [[row]], [tf.where(grew, value, buffer[row])])
+
+    buffers = tf.nest.map_structure(put, buffers, self._fn(after))
+    return buffers, count + tf.cast(grew, tf.int32)
+
+  @staticmethod
+  def finish(buffers, count):
+    """The records written, each buffer cut to `count` rows."""
+    return tf.nest.map_structure(lambda buffer: buffer[:count], buffers)
+
+
+def run(objective, state, config, strategy, batch_shape, recorder=None):
   """Runs the loop from `state` and returns the final state.
+
+  With a `Recorder`, returns `(state, records)` instead.
 
   Outside XLA every small op of a trip is a separate kernel launch (or, when
   eager, a Python dispatch), and for a large batch of small problems those
@@ -352,14 +401,22 @@ def run(objective, state, config, strategy, batch_shape):
                               tf.reshape(state.failed, batch_shape))
     return ~stop & tf.reduce_any(_active(state, config))
 
-  def body(state):
+  def body(state, *records):
     x_trial = _trial_point(strategy, config, state)
     f_trial, g_trial = objective(x_trial)
-    return (advance(state, x_trial, f_trial, g_trial),)
+    new_state = advance(state, x_trial, f_trial, g_trial)
+    if recorder is None:
+      return (new_state,)
+    return (new_state,) + recorder.write(*records, state, new_state)
 
-  (state,) = tf.while_loop(cond, body, (state,),
-                           parallel_iterations=config.parallel_iterations)
-  return state
+  loop_vars = (state,)
+  if recorder is not None:
+    loop_vars += recorder.start(state)
+  outputs = tf.while_loop(lambda state, *_: cond(state), body, loop_vars,
+                          parallel_iterations=config.parallel_iterations)
+  if recorder is None:
+    return outputs[0]
+  return outputs[0], recorder.finish(*outputs[1:])
 
 
 def _stopping_decision(stopping_condition, converged, failed):
@@ -399,7 +456,7 @@ def minimize(value_and_gradients_function, initial_position,
              num_correction_pairs, tolerance, x_tolerance,
              f_relative_tolerance, f_absolute_tolerance, max_iterations,
              parallel_iterations, stopping_condition,
-             max_line_search_iterations, compile_update=None):
+             max_line_search_iterations, compile_update=None, trace_fn=None):
   """Validates the arguments common to both solvers and runs the loop.
 
   Args:
@@ -409,7 +466,7 @@ def minimize(value_and_gradients_function, initial_position,
     Others: as in `lbfgs_minimize`.
 
   Returns:
-    `LBfgsOptimizerResults`.
+    `LBfgsOptimizerResults`, or `(results, trace)` with a `trace_fn`.
   """
   if not callable(value_and_gradients_function):
     raise TypeError("`value_and_gradients_function` must be callable; got "
@@ -426,6 +483,7 @@ def minimize(value_and_gradients_function, initial_position,
                                                  "parallel_iterations")
   stopping_condition = _validation.callable_or_none(stopping_condition,
                                                     "stopping_condition")
+  trace_fn = _validation.callable_or_none(trace_fn, "trace_fn")
   compile_update = _validation.bool_or_none(compile_update, "compile_update")
   if stopping_condition is None:
     stopping_condition = converged_all
@@ -501,5 +559,28 @@ def minimize(value_and_gradients_function, initial_position,
         memory, prev.num_iterations, prev.num_objective_evaluations,
         tf.reshape(prev.converged, [-1]), tf.reshape(prev.failed, [-1]),
         config, strategy)
-  state = run(objective, state, config, strategy, batch_shape)
-  return to_results(state, position_shape, batch_shape)
+  if trace_fn is None:
+    state = run(objective, state, config, strategy, batch_shape)
+    return to_results(state, position_shape, batch_shape)
+  # At most `max_iterations` less those already made; under XLA, which
+  # sizes the record when it compiles, `max_iterations` alone.
+  capacity = config.max_iterations
+  if not _context.in_xla_context():
+    capacity -= _most_iterations(state)
+  recorder = Recorder(
+      lambda state: _traced(trace_fn, to_results(state, position_shape,
+                                                 batch_shape)), capacity)
+  state, trace = run(objective, state, config, strategy, batch_shape,
+                     recorder)
+  return to_results(state, position_shape, batch_shape), trace
+
+
+def _traced(trace_fn, results):
+  """`trace_fn(results)` as a nest of tensors, checked at trace time."""
+  try:
+    return tf.nest.map_structure(tf.convert_to_tensor, trace_fn(results))
+  except (TypeError, ValueError) as error:
+    raise TypeError(
+        "`trace_fn` must be a callable taking an LBfgsOptimizerResults and "
+        "returning a Tensor or a nest of Tensors; calling it raised: "
+        f"{error}") from error

@@ -9,8 +9,9 @@ traced once into a `tf.function` and that function is reused:
   alive by the cache; a new objective object traces once), and per the
   static options (`num_correction_pairs`, `parallel_iterations`,
   `max_line_search_iterations`, `stopping_condition`, `compile_update`,
-  `name`, and which optional arguments are given). A bound method is cached
-  per instance and method, since `obj.f` is a new object on every access.
+  `exact_line_search`, `trace_fn`, `name`, and which optional arguments are
+  given). A bound method is cached per instance and method, since `obj.f`
+  is a new object on every access.
 * Tensor-valued options (the position, tolerances, `max_iterations`, bounds,
   the initial inverse Hessian, `previous_optimizer_results`) are passed as
   tensors, so new values never retrace; `tf.function` itself retraces for a
@@ -48,7 +49,7 @@ __all__ = ["NotCompiledWarning", "compiles_here", "disabled", "call",
 # The options that select a different computation: part of the cache key.
 _STATIC = ("num_correction_pairs", "parallel_iterations",
            "max_line_search_iterations", "stopping_condition",
-           "compile_update", "name")
+           "compile_update", "exact_line_search", "trace_fn", "name")
 _TOLERANCES = ("tolerance", "x_tolerance", "f_relative_tolerance",
                "f_absolute_tolerance")
 

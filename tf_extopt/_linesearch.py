@@ -60,7 +60,10 @@ quadratic ``a*`` is the exact line minimum, so L-BFGS takes the iterations of
 exact line searches (TFP's Hager–Zhang lands close to them too). The extra
 trial is one more loop trip for that member only.
 
-`refine_tolerance(n, m)` chooses ``t`` from the problem's size:
+`refine_tolerance(n, m, exact)` chooses ``t``: with ``exact=True``
+(`lbfgs_minimize(..., exact_line_search=True)`) every trial with sufficient
+decrease is refined; with ``exact=False`` none is (MINPACK's search, as
+SciPy's L-BFGS-B runs it); by default (None) from the problem's size:
 
 * ``n <= m`` (no more variables than correction pairs): ``t =
   MODEL_TOLERANCE`` (1e-3), so only lines that are quadratic to within
@@ -79,9 +82,17 @@ trial is one more loop trip for that member only.
   at or below TFP's (0.36-1.01x) where the quadratic-only rule lagged up to
   5x, at about 2 evaluations per iteration against TFP's 2.9. The cost is
   per evaluation: on Keras MLPs about 2 evaluations per iteration where
-  SciPy's L-BFGS-B makes 1.1. (Measured too, and about as good: keeping the
-  quadratic-only rule but tightening the curvature condition to 0.1 when
-  ``n > m``.)
+  SciPy's L-BFGS-B makes 1.1, and a loss per evaluation no better than
+  SciPy's (worse on the MLPs). So the default suits `max_iterations` as the
+  budget (TFP's users); with wall time as the budget, ``exact=False`` is the
+  better choice, and the interfaces (`LbfgsOptimizerInterface`,
+  `tf_extopt.keras.fit`) make it their default (see
+  `benchmarks/time_to_loss.py`). Rules in between were measured on the PINN
+  and the MLPs and none kept both the per-iteration progress and one
+  evaluation per iteration: refining only where the predicted gain of the
+  extra trial, or the distance of the Wolfe point from the line minimum,
+  is large; refining quadratic-looking lines at tighter model tolerances;
+  tightening the curvature condition to 0.1 or 0.3 instead of refining.
 
 Values at the limit of precision (a deviation from MINPACK). Near a
 minimum the decrease a step can make falls below the rounding noise of the
@@ -207,21 +218,27 @@ def unpack(packed):
       num_evaluations=tf.cast(tf.round(state.num_evaluations), tf.int32))
 
 
-def refine_tolerance(num_variables, num_pairs):
+def refine_tolerance(num_variables, num_pairs, exact=None):
   """The refinement rule's model tolerance `t` for `n` variables, `m` pairs.
 
-  See "Refinement" in the module docstring: `MODEL_TOLERANCE` while
-  `n <= m`, infinity (refine every trial with sufficient decrease) beyond.
+  See "Refinement" in the module docstring: with `exact=None`,
+  `MODEL_TOLERANCE` while `n <= m` and infinity (refine every trial with
+  sufficient decrease) beyond; `exact=True` is infinity whatever the size
+  (near-exact line searches everywhere).
 
   Args:
     num_variables: integer scalar `n` (a Python int or a `Tensor`).
     num_pairs: integer scalar `m`.
+    exact: None or True (False means no refinement: pass no tolerance to
+      `init` at all).
 
   Returns:
     A float64 scalar `Tensor`.
   """
-  return tf.where(tf.convert_to_tensor(num_variables) > num_pairs,
-                  tf.constant(float("inf"), tf.float64),
+  inf = tf.constant(float("inf"), tf.float64)
+  if exact:
+    return inf
+  return tf.where(tf.convert_to_tensor(num_variables) > num_pairs, inf,
                   tf.constant(MODEL_TOLERANCE, tf.float64))
 
 

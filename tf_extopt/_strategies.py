@@ -29,8 +29,13 @@ CHUNK = 32
 CHUNKED_MIN_BATCH = 2 * CHUNK
 
 
-def unconstrained_strategy(initial_inverse_hessian=None):
-  """The `_driver.Strategy` of plain L-BFGS (optionally with a fixed `H0`)."""
+def unconstrained_strategy(initial_inverse_hessian=None,
+                           exact_line_search=None):
+  """The `_driver.Strategy` of plain L-BFGS (optionally with a fixed `H0`).
+
+  `exact_line_search` is `lbfgs_minimize`'s option: None refines steps by
+  the problem's size, True always, False never (`Strategy.refine_steps`).
+  """
 
   def direction(x, g, memory, where=None):
     # Every member at once, unlike the bounded strategy: the two-loop
@@ -67,7 +72,7 @@ def unconstrained_strategy(initial_inverse_hessian=None):
       direction=direction, steepest_direction=steepest_direction,
       stationarity=stationarity, max_step=max_step,
       initial_step=initial_step, project=lambda x: x,
-      reset_on_bad_curvature=True, refine_steps=True)
+      reset_on_bad_curvature=True, refine_steps=exact_line_search)
 
 
 def bounded_strategy(lower, upper, dense_ratio):

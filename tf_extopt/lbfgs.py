@@ -28,7 +28,9 @@ def lbfgs_minimize(value_and_gradients_function,
                    f_absolute_tolerance=0,
                    name=None,
                    *,
-                   compile_update=None):
+                   compile_update=None,
+                   exact_line_search=None,
+                   trace_fn=None):
   """Minimizes a differentiable function with batched L-BFGS.
 
   Same signature and result as `tfp.optimizer.lbfgs_minimize`; it runs
@@ -128,9 +130,37 @@ def lbfgs_minimize(value_and_gradients_function,
       compiled; the first call pays about two seconds of compilation). True
       also applies it to small batches and to the op-by-op loop; False
       never. Under `jit_compile=True` it changes nothing.
+    exact_line_search: keyword-only; None (default), True or False. Whether
+      the line search refines its Wolfe point towards the line minimum
+      (the refinement above): None by the problem's size, True after every
+      point with sufficient decrease (near-exact searches, about two
+      evaluations per iteration and TFP's progress per iteration), False
+      never (SciPy's L-BFGS-B search: about one evaluation per iteration,
+      more iterations). With `max_iterations` as your budget keep the
+      default; with wall time as the budget, False is usually faster to a
+      given loss on neural networks (`benchmarks/time_to_loss.py`), and is
+      the default of `LbfgsOptimizerInterface` and `tf_extopt.keras.fit`.
+    trace_fn: keyword-only; None (default), or a callable taking an
+      `LBfgsOptimizerResults` and returning a Tensor or a nest of Tensors,
+      recorded inside the compiled loop after every iteration (for a batch:
+      every time its `num_iterations`, the most advanced member's count,
+      grows), as `tfp.math.minimize`'s `trace_fn` does. The results it sees
+      are the state after that iteration. Under `jit_compile=True`,
+      `max_iterations` must be known when the function is compiled (a
+      Python int, or a constant): it sizes the record.
 
   Returns:
     `LBfgsOptimizerResults` (see its docstring for the fields and shapes).
+    With a `trace_fn`, a pair `(results, trace)`: `trace` has
+    `trace_fn`'s structure, each Tensor stacked along a new first axis of
+    one entry per iteration made by this call.
+
+  Usage, with the loss after every iteration:
+
+  ```python
+  results, losses = tf_extopt.lbfgs_minimize(
+      value_and_gradients, start, trace_fn=lambda r: r.objective_value)
+  ```
 
   Raises:
     ValueError: both or neither of `initial_position` and
@@ -143,8 +173,9 @@ def lbfgs_minimize(value_and_gradients_function,
       integer); `previous_optimizer_results` without the result's fields; a
       non-callable function; a `stopping_condition` that is not callable as
       `(converged, failed)` or does not return a scalar bool; a function
-      returning the wrong dtype or a None gradient; a `compile_update` that
-      is not None or a bool.
+      returning the wrong dtype or a None gradient; a `compile_update` or
+      `exact_line_search` that is not None or a bool; a `trace_fn` that is
+      not callable or returns something that is not Tensors.
 
   References:
     Jorge Nocedal, Stephen Wright. Numerical Optimization. Springer, 2006.
@@ -160,13 +191,16 @@ def lbfgs_minimize(value_and_gradients_function,
       parallel_iterations=parallel_iterations,
       stopping_condition=stopping_condition,
       max_line_search_iterations=max_line_search_iterations,
-      compile_update=compile_update)
+      compile_update=compile_update, trace_fn=trace_fn)
+  exact_line_search = _validation.bool_or_none(exact_line_search,
+                                               "exact_line_search")
   if _eager.compiles_here():
     return _eager.call(lbfgs_minimize, value_and_gradients_function, dict(
         initial_position=initial_position,
         previous_optimizer_results=previous_optimizer_results,
         initial_inverse_hessian_estimate=initial_inverse_hessian_estimate,
-        name=name, **options), _eager_tensors)
+        name=name, exact_line_search=exact_line_search, **options),
+                       _eager_tensors)
   with tf.name_scope(name or "minimize"):
 
     def make_strategy(position):
@@ -178,7 +212,8 @@ def lbfgs_minimize(value_and_gradients_function,
             "initial_inverse_hessian_estimate", position)
         diagonal = tf.reshape(diagonal,
                               tf.stack([-1, tf.shape(position)[-1]]))
-      return _strategies.unconstrained_strategy(diagonal), assertions
+      return _strategies.unconstrained_strategy(
+          diagonal, exact_line_search), assertions
 
     return _driver.minimize(
         value_and_gradients_function, initial_position,

@@ -6,6 +6,7 @@ import tensorflow as tf
 from tf_extopt import _driver
 from tf_extopt import _eager
 from tf_extopt import _strategies
+from tf_extopt import _validation
 
 __all__ = ["lbfgsb_minimize"]
 
@@ -36,7 +37,9 @@ def lbfgsb_minimize(value_and_gradients_function,
                     f_absolute_tolerance=0,
                     name=None,
                     *,
-                    compile_update=None):
+                    compile_update=None,
+                    exact_line_search=None,
+                    trace_fn=None):
   """Minimizes a differentiable function subject to bounds, with L-BFGS-B.
 
   Solves `min f(x)` subject to `lower <= x <= upper` for one problem `[n]` or
@@ -156,10 +159,16 @@ def lbfgsb_minimize(value_and_gradients_function,
       compiled; the first call pays about two seconds of compilation). True
       also applies it to small batches and to the op-by-op loop; False
       never. Under `jit_compile=True` it changes nothing.
+    exact_line_search: keyword-only; None (default), True or False: as in
+      `lbfgs_minimize`, for a problem without bounds. With bounds the line
+      search is L-BFGS-B's, never refined.
+    trace_fn: keyword-only; None, or a callable recording per-iteration
+      values from inside the loop, as in `lbfgs_minimize`.
 
   Returns:
     `LBfgsOptimizerResults`, the same fields as `lbfgs_minimize`;
-    `objective_gradient` is the plain (unprojected) gradient.
+    `objective_gradient` is the plain (unprojected) gradient. With a
+    `trace_fn`, a pair `(results, trace)` as in `lbfgs_minimize`.
 
   Raises:
     ValueError: bounds that do not broadcast to the position's shape, contain
@@ -189,13 +198,15 @@ def lbfgsb_minimize(value_and_gradients_function,
       parallel_iterations=parallel_iterations,
       stopping_condition=stopping_condition,
       max_line_search_iterations=max_line_search_iterations,
-      compile_update=compile_update)
+      compile_update=compile_update, trace_fn=trace_fn)
+  exact_line_search = _validation.bool_or_none(exact_line_search,
+                                               "exact_line_search")
   if _eager.compiles_here():
     return _eager.call(lbfgsb_minimize, value_and_gradients_function, dict(
         initial_position=initial_position, lower_bounds=lower_bounds,
         upper_bounds=upper_bounds,
         previous_optimizer_results=previous_optimizer_results, name=name,
-        **options), _eager_tensors)
+        exact_line_search=exact_line_search, **options), _eager_tensors)
   with tf.name_scope(name or "lbfgsb_minimize"):
 
     def make_strategy(position):
@@ -206,7 +217,8 @@ def lbfgsb_minimize(value_and_gradients_function,
       # An empty problem (n = 0) has no bound to honour, and the Cauchy
       # point's reductions need at least one variable.
       if _statically_unbounded(lower, upper) or position.shape[-1] == 0:
-        return _strategies.unconstrained_strategy(), checks
+        return _strategies.unconstrained_strategy(
+            exact_line_search=exact_line_search), checks
       flat = tf.stack([-1, tf.shape(position)[-1]])
       lower = tf.reshape(tf.broadcast_to(lower, tf.shape(position)), flat)
       upper = tf.reshape(tf.broadcast_to(upper, tf.shape(position)), flat)
