@@ -17,6 +17,7 @@ import tensorflow as tf
 import keras
 import tf_extopt
 from tf_extopt import keras as tfk_fit
+from tf_extopt import lbfgs_interface
 from tf_extopt.keras import _Objective
 from tf_extopt.keras import _compiled_loss_fn
 
@@ -331,6 +332,76 @@ def test_early_stopping(data, package):
   assert len(history.history["loss"]) == 2
   assert early.stopped_epoch == 1
   assert history.result.status == 99
+
+
+@pytest.mark.parametrize("package", ["keras", "tf_keras"])
+def test_early_stop_inside_a_chunk_leaves_that_iterations_weights(data,
+                                                                  package):
+  """The run goes in compiled chunks whose epochs are replayed afterwards;
+  a stop at epoch 2 of a longer chunk leaves the weights (and result) of
+  iteration 2, those of a run of two iterations."""
+  x, y, _ = data
+  module = keras if package == "keras" else tf_keras
+  make = _keras3_model if package == "keras" else _tf_keras_model
+  model = make()
+  initial = _weights(model)
+  early = module.callbacks.EarlyStopping(monitor="loss", patience=1,
+                                         min_delta=1e6)
+  history = tf_extopt.keras.fit(model, x, y, max_iterations=20, verbose=0,
+                                callbacks=[early], tolerance=0.)
+  stopped = _weights(model)
+  assert history.result.nit == 2 and history.result.status == 99
+  model.set_weights(initial)
+  two = tf_extopt.keras.fit(model, x, y, max_iterations=2, verbose=0,
+                            tolerance=0.)
+  _assert_weights_close(stopped, _weights(model), atol=0)
+  assert history.history["loss"] == two.history["loss"]
+  assert history.result.fun == two.result.fun
+
+
+def test_compiled_calls_do_not_grow_with_iterations(data, monkeypatch):
+  """Without callbacks that need each iteration on the host, the on-device
+  fit runs its iterations in one compiled call (up to the first chunk's
+  length), and replays the epochs from the call's record."""
+  x, y, _ = data
+  calls = []
+  original = lbfgs_interface._Chunks.next_target
+
+  def counted(self, done):
+    calls.append(done)
+    return original(self, done)
+
+  monkeypatch.setattr(lbfgs_interface._Chunks, "next_target", counted)
+  counts = []
+  for iterations in (1, 30):
+    calls.clear()
+    history = tf_extopt.keras.fit(
+        _keras3_model(), x, y, max_iterations=iterations, verbose=0,
+        tolerance=0., callbacks=[keras.callbacks.EarlyStopping("loss")])
+    assert len(history.history["loss"]) == iterations
+    counts.append(len(calls))
+  assert counts == [1, 1]
+
+
+def test_default_makes_about_one_evaluation_per_iteration(data):
+  """Wolfe steps by default (`exact_line_search=False`): about one
+  evaluation per iteration on a small network, as SciPy's L-BFGS-B."""
+  x, y, _ = data
+  keras.utils.set_random_seed(5)
+  model = keras.Sequential([keras.Input((2,)),
+                            keras.layers.Dense(16, activation="tanh"),
+                            keras.layers.Dense(16, activation="tanh"),
+                            keras.layers.Dense(1)])
+  model.compile(loss="mse")
+  history = tf_extopt.keras.fit(model, x, y, max_iterations=100, verbose=0,
+                                tolerance=0.)
+  result = history.result
+  assert result.nit == 100
+  assert result.nfev <= 1.2 * result.nit
+  near_exact = tf_extopt.keras.fit(model, x, y, max_iterations=10,
+                                   verbose=0, tolerance=0.,
+                                   exact_line_search=None).result
+  assert near_exact.nfev >= 1.5 * near_exact.nit  # the option reaches it
 
 
 def test_progress_bar(data, capsys):

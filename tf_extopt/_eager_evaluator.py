@@ -35,6 +35,10 @@ class EagerEvaluator:
   usable inside another `tf.function`.
   """
 
+  # `compile` traces on the first call, so compiling what may go unused
+  # costs nothing.
+  compiles_on_first_call = True
+
   def __init__(self, loss_fn, packer, equalities, inequalities,
                jit_compile=False, strategy=None):
     """Records what to compile; nothing is traced until first use.

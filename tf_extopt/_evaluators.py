@@ -28,7 +28,9 @@ loss and packed gradient, `compile(fn, input_signature, name)` turns a
 TF-level function into `call(run, *args) -> NumPy outputs` (ops fed by
 placeholders and run by the session in graph mode; a concrete function
 eagerly), and `scope()` is where to create the variables such functions
-use.
+use. `compiles_on_first_call` says whether `compile` defers its work to
+the first call (eager: a function that is never called costs nothing) or
+builds the ops at once (graph mode).
 
 This module holds what both evaluators share: the loss check, the
 "depends on no variable" check and the `fetches` check.

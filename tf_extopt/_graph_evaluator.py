@@ -146,6 +146,9 @@ class GraphEvaluator:
   again (see `_graph_loss_function`).
   """
 
+  # `compile` builds the ops at once (`minimize` adds none to the graph).
+  compiles_on_first_call = False
+
   def __init__(self, loss, packer, equalities, inequalities):
     """Builds every op in `loss.graph`.
 

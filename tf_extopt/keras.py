@@ -418,6 +418,9 @@ class _Epochs:
   `on_epoch_begin(k)` is called once iteration `k` has been made, just
   before `on_epoch_end(k)`: whether the optimizer makes another iteration
   (or any) is known only then, and Keras pairs every begin with an end.
+
+  The on-device solver runs its iterations in compiled chunks and replays
+  them here afterwards, each with the model's weights at its point.
   """
 
   def __init__(self, keras_module, model, callbacks, verbose,
@@ -735,13 +738,11 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
                               options.pop("var_to_bounds", None), method)
   stop_at_max = False
   if method.lower() == "lbfgs":
-    if "max_iterations" in options or "iterations_per_call" in options:
-      raise ValueError("Pass max_iterations as fit's own argument; "
-                       "iterations_per_call is fixed to 1 (one epoch per "
-                       "iteration).")
+    if "max_iterations" in options:
+      raise ValueError("Pass max_iterations as fit's own argument, not as a "
+                       "method option.")
     opt = LbfgsOptimizerInterface(objective, model, var_to_bounds=bounds,
                                   max_iterations=max_iterations,
-                                  iterations_per_call=1,
                                   jit_compile=jit_compile, **options)
   else:
     scipy_options = dict(options.pop("options", None) or {})

@@ -7,14 +7,23 @@ and under `jit_compile=True`.
 
 Deliberate differences from `ScipyOptimizerInterface`:
 
-* `step_callback`, `loss_callback` and `progress_callback` run between
-  compiled chunks of `iterations_per_call` iterations (default: 1 when a
-  callback is given, all iterations in one call otherwise), not on every
-  iteration/evaluation. The
-  solve resumes through `previous_optimizer_results`, keeping the L-BFGS
-  memory, so a chunked run follows the same path as one long run.
-  `step_callback` gets the packed float64 point reached at the end of the
-  chunk; `loss_callback` gets the `fetches` evaluated at that point.
+* The solve runs in compiled chunks of iterations, resumed through
+  `previous_optimizer_results` (keeping the L-BFGS memory, so a chunked run
+  follows the same path as one long run), and `step_callback` and
+  `progress_callback` are called once per iteration, after the chunk that
+  made it: the chunk records each iteration's point, loss, gradient and
+  evaluation count on the device (`lbfgs_minimize`'s `trace_fn`), and the
+  callbacks are replayed from that record, with no host round trip per
+  iteration. A callback that raises `StopIteration` at iteration `k` ends
+  the run at `k`'s point, even if the chunk went further. Chunks are as
+  long as `iterations_per_call`, or by default as long as about a second
+  of the run and a record of at most `TRACE_BUDGET` numbers allow. Under
+  `jit_compile=True` and in graph mode (TF1 sessions) a chunk is one
+  iteration by default instead (XLA would compile the record's size into
+  each chunk; a session's graph is built once), and with
+  `iterations_per_call` set, callbacks run once per chunk there.
+  `loss_callback` gets the `fetches` evaluated once per chunk, at its end
+  point. Not on every evaluation.
 * `equalities`/`inequalities` raise `ValueError` (use
   `ScipyOptimizerInterface`). `var_to_bounds` switches the solver to
   `lbfgsb_minimize` (L-BFGS-B), with the same options except
@@ -43,6 +52,7 @@ the loop by importing the variables-to-loss part of the graph again.
 
 import inspect
 import math
+import time
 
 import numpy as np
 from scipy.optimize import OptimizeResult
@@ -69,6 +79,14 @@ def _defaults(solver):
   return {name: p.default
           for name, p in inspect.signature(solver).parameters.items()}
 
+
+# With callbacks, a chunk's record (one point and one gradient per
+# iteration) holds at most this many numbers; and chunks after the first
+# aim at this many seconds, so that progress shows while a long run goes.
+TRACE_BUDGET = 2 ** 22
+CHUNK_SECONDS = 1.0
+# The first chunk, whose time is mostly tracing, is this long at most.
+FIRST_CHUNK = 32
 
 _STATUS_CONVERGED = 0
 _STATUS_MAX_ITERATIONS = 1
@@ -117,6 +135,52 @@ class _BestSeen:
       return tf.identity(f)
 
 
+def _iterate(results):
+  """What the callbacks' replay needs of each iteration (a `trace_fn`)."""
+  return (results.position, results.objective_value,
+          results.objective_gradient, results.num_objective_evaluations)
+
+
+class _Chunks:
+  """How many iterations each compiled call of one `minimize` runs.
+
+  Attributes:
+    replay: whether chunks record their iterations for the callbacks.
+  """
+
+  def __init__(self, iterations_per_call, total, has_callbacks,
+               can_replay, size):
+    self.replay = has_callbacks and can_replay
+    self._total = total
+    self._fixed = iterations_per_call
+    if self.replay:
+      # A point and a gradient per iteration.
+      self._limit = max(1, TRACE_BUDGET // max(2 * size, 1))
+    elif has_callbacks:
+      self._limit = 1
+    else:
+      self._limit = max(total, 1)
+    self._size = (iterations_per_call if iterations_per_call is not None
+                  else min(self._limit, FIRST_CHUNK) if self.replay
+                  else self._limit)
+    self._first = True
+
+  def next_target(self, done):
+    """The iteration count the next call runs to."""
+    return min(done + self._size, self._total)
+
+  def timed(self, iterations, seconds):
+    """Sizes the next chunk (when not fixed) to about `CHUNK_SECONDS`."""
+    first, self._first = self._first, False
+    if (self._fixed is not None or not self.replay or first
+        or iterations <= 0 or seconds <= 0):
+      # The first call's time is mostly tracing: no measure of a chunk.
+      return
+    per_iteration = seconds / iterations
+    self._size = int(min(self._limit,
+                         max(1, CHUNK_SECONDS / per_iteration)))
+
+
 class LbfgsOptimizerInterface(ExternalOptimizerInterface):
   """Minimizes a TF loss with `lbfgs_minimize`, entirely on the device.
 
@@ -142,10 +206,19 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
   `tolerance`, `x_tolerance`, `f_relative_tolerance`, `f_absolute_tolerance`,
   `max_iterations` (default 50), `max_line_search_iterations`,
   `initial_inverse_hessian_estimate`, `parallel_iterations`,
-  `stopping_condition`), plus:
+  `stopping_condition`, `compile_update`, `exact_line_search`), with
+  `lbfgs_minimize`'s defaults except `exact_line_search=False`: the line
+  search stops at the first Wolfe point, as SciPy's L-BFGS-B does, about
+  one evaluation per iteration, which is the faster way to a given loss on
+  the models this interface is for (`benchmarks/time_to_loss.py`). Pass
+  `exact_line_search=None` for `lbfgs_minimize`'s own rule (near-exact
+  steps when the model has more weights than correction pairs: more
+  progress per iteration, about two evaluations each), plus:
 
   * `iterations_per_call`: iterations per compiled call (chunk). Default:
-    1 when `minimize` gets a callback, all iterations otherwise.
+    all iterations when `minimize` gets no callback; with callbacks, chunks
+    of about a second (see above), or 1 under `jit_compile=True` and in
+    graph mode.
   * `dtype`: the dtype L-BFGS works in. Default: the variables' dtype
     (float64 if they mix dtypes); pass `tf.float64` to solve a float32
     model in float64. Variables keep their own dtype.
@@ -181,6 +254,7 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     if optimizer_kwargs.get("iterations_per_call") is not None:
       _validation.positive_int(optimizer_kwargs["iterations_per_call"],
                                "iterations_per_call")
+    self._jit_compile = jit_compile
     super().__init__(loss, var_list, None, None, var_to_bounds,
                      jit_compile=jit_compile,
                      distribute_strategy=distribute_strategy,
@@ -212,6 +286,10 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     defaults = _defaults(self._solver)
     self._options = {k: v for k, v in optimizer_kwargs.items()
                      if k in _LBFGS_OPTIONS}
+    # Wall time is this interface's budget (it competes with
+    # ScipyOptimizerInterface): Wolfe steps, not near-exact ones, unless
+    # asked (see `lbfgs_minimize`'s `exact_line_search`).
+    self._options.setdefault("exact_line_search", False)
     self._max_iterations = _validation.positive_int(
         self._options.pop("max_iterations", defaults["max_iterations"]),
         "max_iterations", minimum=0)
@@ -251,6 +329,14 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     # the tracing cost (or the graph).
     self._resume = compile_(self._solve, [previous, scalar_i],
                             "lbfgs_interface")
+    # The same solve, recording every iteration for the callbacks' replay:
+    # only where compiling costs nothing until it is first called (eager),
+    # and the record's size does not enter an XLA compilation.
+    self._resume_traced = None
+    if self._evaluator.compiles_on_first_call and not self._jit_compile:
+      self._resume_traced = compile_(self._solve_traced,
+                                     [previous, scalar_i],
+                                     "lbfgs_interface_traced")
     self._reset_best = compile_(
         self._best.reset, [x_spec, tf.TensorSpec([], tf.float64)],
         "lbfgs_interface_reset", jit_compile=False)
@@ -269,11 +355,20 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
 
   def _solve(self, previous, max_iterations):
     """Resumes L-BFGS (or, with bounds, L-BFGS-B) from `previous`."""
+    return self._resume_solver(previous, max_iterations)
+
+  def _solve_traced(self, previous, max_iterations):
+    """`_solve`, and the record of its iterations for the callbacks."""
+    return self._resume_solver(previous, max_iterations, trace_fn=_iterate)
+
+  def _resume_solver(self, previous, max_iterations, trace_fn=None):
     bounds = {}
     if self._packed_bounds_arrays is not None:
       lower, upper = (tf.constant(b, self._dtype)
                       for b in self._packed_bounds_arrays)
       bounds = dict(lower_bounds=lower, upper_bounds=upper)
+    if trace_fn is not None:
+      bounds["trace_fn"] = trace_fn
     return self._solver(self._objective, None,
                         previous_optimizer_results=previous,
                         max_iterations=max_iterations, **bounds,
@@ -354,10 +449,10 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
   def _optimize(self, state):
     """The chunk loop, for `minimize`'s template (`_run.run`)."""
     run = state.run
-    chunk = self.optimizer_kwargs.get("iterations_per_call")
-    if chunk is None:
-      chunk = 1 if state.has_callbacks else max(self._max_iterations, 1)
     total = self._max_iterations
+    chunks = _Chunks(self.optimizer_kwargs.get("iterations_per_call"), total,
+                     state.has_callbacks, self._resume_traced is not None,
+                     self._packer.size)
     results = self._numpy_start_results(
         state.best.x.astype(self._dtype.as_numpy_dtype), run)
     f0 = float(results.objective_value)
@@ -367,27 +462,55 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     state.recover = lambda: self._read_best(run)
     done = 0
     while True:
-      target = min(done + chunk, total)
-      results = LBfgsOptimizerResults(*map(np.asarray, self._resume(
-          run, results, np.int32(target))))
-      fun = float(results.objective_value)
+      target = chunks.next_target(done)
+      start = time.perf_counter()
+      if chunks.replay:
+        outputs, record = self._resume_traced(run, results, np.int32(target))
+      else:
+        outputs, record = self._resume(run, results, np.int32(target)), None
+      results = LBfgsOptimizerResults(*map(np.asarray, outputs))
+      previous_done, done = done, int(results.num_iterations)
+      chunks.timed(done - previous_done, time.perf_counter() - start)
+      if record is not None:
+        self._replay(state, record, previous_done)
       # The chunk's end point: what the variables get if the run stops now.
-      state.best.set(results.position, fun,
+      state.best.set(results.position, float(results.objective_value),
                      results.objective_gradient)
       state.stop_fields["lbfgs_results"] = results
-      previous_done, done = done, int(results.num_iterations)
-      # Callbacks run once per chunk that made progress.
-      if state.has_callbacks and done > previous_done:
+      if record is None and state.has_callbacks and done > previous_done:
+        # Without a record, callbacks run once per chunk that made progress.
         run.assign(state.best.x)
-        state.iteration(state.best.x.copy(), fun, nit=done,
-                        nfev=int(results.num_objective_evaluations))
-        if state.loss_callback is not None:
-          _run.call_user(state.loss_callback, *run.fetch(state.best.x))
+        state.iteration(state.best.x.copy(), float(results.objective_value),
+                        nit=done, nfev=int(results.num_objective_evaluations))
+      if state.loss_callback is not None and done > previous_done:
+        _run.call_user(state.loss_callback, *run.fetch(state.best.x))
       if (bool(results.converged) or bool(results.failed) or done >= total
           # No progress possible in this chunk: stop too.
           or target > done):
         break
     return self._result(results, total)
+
+  @staticmethod
+  def _replay(state, record, previous_done):
+    """Calls the per-iteration callbacks for each iteration of a chunk.
+
+    Before each iteration's callbacks the variables get its point, as they
+    would in a run of one iteration per call, and so does the best point:
+    a callback that stops the run there (`StopIteration`) or raises leaves
+    the variables at the point it saw. A stopped result carries no
+    `lbfgs_results`, which describe the chunk's end.
+    """
+    positions, values, gradients, evaluations = (np.asarray(r)
+                                                 for r in record)
+    state.stop_fields.pop("lbfgs_results", None)
+    recover, state.recover = state.recover, None
+    for k in range(len(values)):
+      x = positions[k].astype(np.float64)
+      state.best.set(x, float(values[k]), gradients[k])
+      state.run.assign(x)
+      state.iteration(x, float(values[k]), nit=previous_done + k + 1,
+                      nfev=int(evaluations[k]))
+    state.recover = recover
 
   @staticmethod
   def _result(r, max_iterations):
