@@ -139,23 +139,41 @@ def _static_flat_shape(static_position_shape):
   return tf.TensorShape([size, static_position_shape[-1]])
 
 
-def initial_state(objective, x, config, strategy, memory):
-  """Evaluates the start point and opens the first line search."""
-  f, g = objective(x)
+def unevaluated_state(x, memory, iteration):
+  """A start at `x` whose objective the loop's first trip evaluates.
+
+  The start point is evaluated by the loop's first trip (see `_opened`),
+  not by a call before the loop: the objective is then traced once, not
+  twice, which halves what tracing (and XLA compilation) cost for the
+  objective's part, the larger one for a neural network. Until that trip
+  `num_evaluations` is 0; `memory` must be empty.
+  """
+  f = tf.reduce_sum(tf.zeros_like(x), axis=-1) + np.inf  # [B], static B
+  no = tf.zeros_like(f, tf.bool)
+  placeholder_search = _linesearch.init(
+      tf.ones_like(f), tf.zeros_like(f), -tf.ones_like(f), tf.ones_like(f))
+  return _State(
+      iteration=iteration, num_evaluations=tf.constant(0), x=x, f=f,
+      g=tf.zeros_like(x), memory=memory, converged=no, failed=no,
+      direction=tf.zeros_like(x), search=placeholder_search,
+      best_gradient=tf.zeros_like(x))
+
+
+def _opened(config, strategy, state, f, g):
+  """The first trip's update: the start point's value, flags and search."""
+  x = state.x
   finite = _convergence.is_finite_point(f, g)
   minus_inf = _convergence.is_minus_inf(f)
   converged = minus_inf | (
       finite & (strategy.stationarity(x, g) <= config.tolerance))
   failed = ~converged & ~finite
-  iteration = tf.zeros_like(f, dtype=tf.int32)
-  return _open(x, f, g, memory, iteration, tf.constant(1), converged,
-               failed, config, strategy, empty_memory=True)
+  return _open(x, f, g, state.memory, state.iteration, tf.constant(1),
+               converged, failed, config, strategy, empty_memory=True)
 
 
-def resumed_state(x, f, g, memory, num_iterations, num_evaluations,
+def resumed_state(x, f, g, memory, iteration, num_evaluations,
                   converged, failed, config, strategy):
   """Opens line searches from a previous run's results."""
-  iteration = tf.fill(tf.shape(f), tf.cast(num_iterations, tf.int32))
   return _open(x, f, g, memory, iteration,
                tf.cast(num_evaluations, tf.int32), converged, failed,
                config, strategy)
@@ -179,8 +197,10 @@ def _open(x, f, g, memory, iteration, num_evaluations, converged, failed,
 
 
 def _active(state, config):
-  return (~state.converged & ~state.failed
-          & (state.iteration < config.max_iterations))
+  """`[B]` bool: the members the next trip evaluates for (all at first)."""
+  return ((~state.converged & ~state.failed
+           & (state.iteration < config.max_iterations))
+          | tf.equal(state.num_evaluations, 0))
 
 
 def _where(mask, new, old):
@@ -402,9 +422,14 @@ def run(objective, state, config, strategy, batch_shape, recorder=None):
     return ~stop & tf.reduce_any(_active(state, config))
 
   def body(state, *records):
+    # The first trip evaluates the start (its trial point is the start:
+    # no direction yet), every other trip the line searches' trials.
     x_trial = _trial_point(strategy, config, state)
     f_trial, g_trial = objective(x_trial)
-    new_state = advance(state, x_trial, f_trial, g_trial)
+    new_state = tf.cond(
+        tf.equal(state.num_evaluations, 0),
+        lambda: _opened(config, strategy, state, f_trial, g_trial),
+        lambda: advance(state, x_trial, f_trial, g_trial))
     if recorder is None:
       return (new_state,)
     return (new_state,) + recorder.write(*records, state, new_state)
@@ -532,14 +557,21 @@ def minimize(value_and_gradients_function, initial_position,
                         position.shape, dtype)
   x = tf.reshape(position, tf.stack([-1, n]))
   x.set_shape(objective.flat_shape)
-  batch_size = tf.shape(x)[0]
+  # Static where known, so that the memory has static shapes too.
+  batch_size = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
 
-  if previous_optimizer_results is None:
+  def start(x, iteration):
     projected = strategy.project(x)
     x = projected if strategy.valid is None else _where(strategy.valid,
                                                         projected, x)
     memory = _memory.empty(batch_size, num_correction_pairs, n, dtype)
-    state = initial_state(objective, x, config, strategy, memory)
+    return unevaluated_state(x, memory, iteration)
+
+  # [B] with the batch's static size, so that every state the loop
+  # carries has the same shapes.
+  no_iterations = tf.reduce_sum(tf.zeros_like(x, tf.int32), axis=-1)
+  if previous_optimizer_results is None:
+    state = start(x, no_iterations)
   else:
     prev = previous_optimizer_results
     deltas_pairs = prev.position_deltas.shape[0]
@@ -548,17 +580,26 @@ def minimize(value_and_gradients_function, initial_position,
           "`num_correction_pairs` must match the resumed run's memory: "
           f"`previous_optimizer_results` holds {deltas_pairs} pairs, "
           f"`num_correction_pairs` is {num_correction_pairs}.")
-    memory = _memory.from_deltas(
-        tf.convert_to_tensor(prev.position_deltas, dtype),
-        tf.convert_to_tensor(prev.gradient_deltas, dtype), batch_size, n)
-    state = resumed_state(
-        x, tf.reshape(tf.convert_to_tensor(prev.objective_value, dtype),
-                      [-1]),
-        tf.reshape(tf.convert_to_tensor(prev.objective_gradient, dtype),
-                   tf.shape(x)),
-        memory, prev.num_iterations, prev.num_objective_evaluations,
-        tf.reshape(prev.converged, [-1]), tf.reshape(prev.failed, [-1]),
-        config, strategy)
+    iteration = no_iterations + tf.cast(prev.num_iterations, tf.int32)
+
+    def resumed():
+      memory = _memory.from_deltas(
+          tf.convert_to_tensor(prev.position_deltas, dtype),
+          tf.convert_to_tensor(prev.gradient_deltas, dtype), batch_size, n)
+      return resumed_state(
+          x, tf.reshape(tf.convert_to_tensor(prev.objective_value, dtype),
+                        [-1]),
+          tf.reshape(tf.convert_to_tensor(prev.objective_gradient, dtype),
+                     tf.shape(x)),
+          memory, iteration, prev.num_objective_evaluations,
+          tf.reshape(prev.converged, [-1]), tf.reshape(prev.failed, [-1]),
+          config, strategy)
+
+    # Results of no evaluation hold a start point only (their values mean
+    # nothing): the run starts there, as from `initial_position`.
+    state = tf.cond(
+        tf.equal(tf.cast(prev.num_objective_evaluations, tf.int32), 0),
+        lambda: start(x, iteration), resumed)
   if trace_fn is None:
     state = run(objective, state, config, strategy, batch_shape)
     return to_results(state, position_shape, batch_shape)

@@ -374,44 +374,23 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
                         max_iterations=max_iterations, **bounds,
                         **self._options)
 
-  def _numpy_start_results(self, x0, run):
-    """The results of a 0-iteration run from `x0`, in NumPy.
+  def _start_results(self, x0):
+    """Results holding only the start point `x0`, not yet evaluated.
 
-    Every run starts by resuming from these, so only the resumed solve is
-    ever traced (tracing and first-call optimization of the solver loop
-    cost seconds), and starting costs one compiled loss-and-gradient call
-    (an eager 0-iteration `lbfgs_minimize` costs ~100 ms of op dispatch).
-    Mirrors `_driver.initial_state`: converged at a value of -inf or when the
-    (projected) gradient's sup-norm is within `tolerance`; failed when the
-    start is not finite. The tests check that runs match a direct
-    `lbfgs_minimize`/`lbfgsb_minimize` call exactly.
+    Every run resumes from results, so that only the resumed solve is ever
+    traced (tracing and first-call optimization of the solver loop cost
+    seconds); results of no evaluation make the solver evaluate their
+    point on its loop's first trip, as a fresh call does.
     """
     np_dtype = self._dtype.as_numpy_dtype
-    x0 = np.asarray(x0, np.float64)
-    if self._packed_bounds_arrays is not None:
-      x0 = np.clip(x0, *self._packed_bounds_arrays)
-    out, _ = run.value_and_grad(x0)
-    x0 = x0.astype(np_dtype)
-    f, g = np.asarray(out[0], np_dtype), np.asarray(out[1:], np_dtype)
-    finite = bool(np.isfinite(f) and np.isfinite(g).all())
-    if self._packed_bounds_arrays is not None:
-      lower, upper = self._packed_bounds_arrays
-      stationarity = np.abs(np.clip(x0 - g, lower, upper) - x0).max(
-          initial=0.)
-    else:
-      stationarity = np.abs(g).max(initial=0.)
-    # The solver checks `tolerance` only when traced, which is later.
-    _validation._check_number(self._tolerance, "tolerance", tf.float64)  # pylint: disable=protected-access
-    tolerance = float(self._tolerance)
-    converged = bool(f == -np.inf) or (finite and stationarity <= tolerance)
     m, n = self._num_pairs, self._packer.size
+    zeros = np.zeros([n], np_dtype)
     return LBfgsOptimizerResults(
-        converged=np.array(converged), failed=np.array(
-            not converged and not finite),
+        converged=np.array(False), failed=np.array(False),
         num_iterations=np.array(0, np.int32),
-        num_objective_evaluations=np.array(1, np.int32),
-        position=x0, objective_value=f, objective_gradient=g,
-        position_deltas=np.zeros([m, n], np_dtype),
+        num_objective_evaluations=np.array(0, np.int32),
+        position=np.asarray(x0, np_dtype), objective_value=np_dtype(np.nan),
+        objective_gradient=zeros, position_deltas=np.zeros([m, n], np_dtype),
         gradient_deltas=np.zeros([m, n], np_dtype))
 
   # --- minimize -------------------------------------------------------------------
@@ -453,11 +432,8 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     chunks = _Chunks(self.optimizer_kwargs.get("iterations_per_call"), total,
                      state.has_callbacks, self._resume_traced is not None,
                      self._packer.size)
-    results = self._numpy_start_results(
-        state.best.x.astype(self._dtype.as_numpy_dtype), run)
-    f0 = float(results.objective_value)
-    self._reset_best(run, results.position.astype(np.float64),
-                     f0 if math.isfinite(f0) else math.inf)
+    results = self._start_results(state.best.x)
+    self._reset_best(run, state.best.x, math.inf)
     # From here on, a failure assigns the best point the loop evaluated.
     state.recover = lambda: self._read_best(run)
     done = 0
