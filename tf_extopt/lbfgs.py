@@ -99,9 +99,12 @@ def lbfgs_minimize(value_and_gradients_function,
     initial_position: real `Tensor` `[..., n]` (float32 or float64), or None
       when `previous_optimizer_results` is given.
     previous_optimizer_results: an `LBfgsOptimizerResults` to resume from,
-      or any namedtuple with its fields (TFP's results, for one). The stored pairs, counters and convergence flags carry over, so a run
-      split in two follows the same path as one run. Exactly one of this and
-      `initial_position` must be given.
+      or any namedtuple with its fields (TFP's results, for one). The
+      stored pairs, counters and convergence flags carry over, so a run
+      split in two follows the same path as one run. Results with
+      `num_objective_evaluations == 0` hold a start point only: the run
+      starts there as from `initial_position` (their other values are
+      ignored). Exactly one of this and `initial_position` must be given.
     num_correction_pairs: Python int >= 1, the memory size `m`.
     tolerance: scalar >= 0; converged when `max_i |g_i| <= tolerance`.
     x_tolerance: scalar >= 0; converged when `max_i |x_{k+1} - x_k|_i <=

@@ -133,7 +133,10 @@ def lbfgsb_minimize(value_and_gradients_function,
       Must satisfy `lower_bounds <= upper_bounds`; equal bounds fix a
       variable.
     previous_optimizer_results: an `LBfgsOptimizerResults` (or a namedtuple
-      with its fields, such as TFP's) to resume from. Exactly one of this and `initial_position` must be given.
+      with its fields, such as TFP's) to resume from, as in
+      `lbfgs_minimize` (results of no evaluation are a start point, which
+      is projected onto the box). Exactly one of this and
+      `initial_position` must be given.
     num_correction_pairs: Python int >= 1, the memory size `m`.
     tolerance: scalar >= 0; converged when the sup-norm of the projected
       gradient `P(x - g) - x` is at most `tolerance`.
