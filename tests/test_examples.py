@@ -2,11 +2,13 @@
 
 The examples are run in-process through their `main(argv)` (the legacy TF1
 one in a subprocess, because it switches off TF2 behaviour for the whole
-process). Plots are written when matplotlib is installed and skipped, with a
+process, and the distributed one, whose strategy must be the process's
+only one). Plots are written when matplotlib is installed and skipped, with a
 message, when it is not; the assertions are on what the examples compute.
 """
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -101,9 +103,30 @@ def test_legacy_tf1_session(tmp_path):
     assert os.path.exists(tmp_path / "legacy_tf1_session.png")
 
 
-def test_distributed_fit(capsys):
-  result = _load("distributed_fit").main(["--small"])
-  out = capsys.readouterr().out
+def _main_in_subprocess(name, argv):
+  """`_load(name).main(argv)` in a fresh interpreter: `(result, stdout)`.
+
+  The result's arrays come back as lists (through JSON).
+  """
+  code = ("import json, sys; sys.path.insert(0, %r); "
+          "from test_examples import _load; "
+          "result = _load(%r).main(%r); "
+          "print('RESULT=' + json.dumps(result, default=lambda a: "
+          "a.tolist() if hasattr(a, 'tolist') else float(a)))" % (
+              os.path.dirname(os.path.abspath(__file__)), name, argv))
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT=")][-1]
+  return json.loads(line[len("RESULT="):]), proc.stdout
+
+
+def test_distributed_fit():
+  # In a process of its own: the example makes its own MirroredStrategy,
+  # and TF gives the collective all-reduces of two strategies over the same
+  # devices in one process the same instance keys, so one that an earlier
+  # test ran (synchronized batch normalization) breaks this one's.
+  result, out = _main_in_subprocess("distributed_fit", ["--small"])
   assert "MirroredStrategy over" in out
   mirrored, one_device = result["keras_fit"]
   assert len(mirrored) == len(one_device) == 20
