@@ -419,7 +419,10 @@ def run(objective, state, config, strategy, batch_shape, recorder=None):
     stop = _stopping_decision(config.stopping_condition,
                               tf.reshape(state.converged, batch_shape),
                               tf.reshape(state.failed, batch_shape))
-    return ~stop & tf.reduce_any(_active(state, config))
+    # The start is evaluated whatever `stopping_condition` says, as TFP
+    # evaluates it before its loop.
+    opening = tf.equal(state.num_evaluations, 0)
+    return tf.reduce_any(_active(state, config)) & (opening | ~stop)
 
   def body(state, *records):
     # The first trip evaluates the start (its trial point is the start:
