@@ -256,9 +256,12 @@ class Backup:
     """
     if not self._delete:
       return
-    for path in (self.path, self._previous_path):
-      if os.path.exists(path):
-        os.remove(path)
+    # With the temporary files a kill inside a save left behind.
+    prefix = os.path.basename(self.path)
+    for name in os.listdir(self.directory) if os.path.isdir(
+        self.directory) else []:
+      if name == prefix or name.startswith(prefix + "."):
+        os.remove(os.path.join(self.directory, name))
     try:
       os.rmdir(self.directory)
     except OSError:
