@@ -33,6 +33,11 @@ Deliberate differences from `model.fit`:
 * Weight constraints that are bounds (`NonNeg`) become bounds, so L-BFGS-B
   keeps every iterate feasible; other constraints are refused (see `fit`).
   Keras' optimizers project the weights after each step instead.
+* `BackupAndRestore` (Keras 3's or tf_keras') is honoured by `fit` itself,
+  which saves what an L-BFGS run needs to resume as the same run (see
+  `fit`): Keras' own callback would restore the weights only and rerun every
+  iteration. The restored run's `History` holds the whole run's epochs
+  (Keras': those since the restore).
 * A callback that sets the weights when training ends
   (`EarlyStopping(restore_best_weights=True)`) gets `history.result`
   describing those weights (`status` 97). `ReduceLROnPlateau` and
@@ -838,6 +843,26 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
       the scope of a strategy that did not create the model (Keras would
       divide the loss by its number of replicas; build and compile the
       model inside the scope, as Keras' own `fit` requires).
+
+  A `BackupAndRestore(backup_dir)` callback (Keras 3 or tf_keras) makes a
+  killed fit, started again with the same command, resume where it
+  stopped. After every iteration (`save_freq='epoch'`) or every `N`
+  (`save_freq=N`), one file in `backup_dir` is written (to a temporary
+  file, then renamed: a kill mid-save leaves the previous backup), by the
+  chief only under `MultiWorkerMirroredStrategy`: the model's weights, the
+  iteration and evaluation counts, the history, and for `'lbfgs'` the
+  solver's state (its memory included), and what the fit was (weights'
+  shapes and dtypes, method, options, bounds, `loss`). A restarted fit
+  restores it on every worker before its first iteration and runs only the
+  remaining iterations: with `'lbfgs'` on the uninterrupted run's
+  iterates; with SciPy, whose memory lives inside SciPy, as a fresh SciPy
+  run from the restored weights for the remaining iterations (the counts
+  and history go on). `delete_checkpoint` removes the backup when the fit
+  ends, and Keras 3's `double_checkpoint` keeps the one before too.
+  Raises `ValueError` for a backup of another fit (naming what differs), a
+  damaged one, workers that read different backups, several
+  `BackupAndRestore` callbacks, a `save_freq` other than `'epoch'` or a
+  positive int, or tf_keras' `save_before_preemption=True`.
 
   Weight constraints (`kernel_constraint=...`) that are bounds become bounds
   (merged with `var_to_bounds`), so `'lbfgs'` runs L-BFGS-B and SciPy needs
