@@ -66,7 +66,7 @@ def _assert_same_run(resumed, reference, rtol=1e-10):
       np.testing.assert_array_equal(resumed[key], reference[key], key)
 
 
-# --- Killed subprocesses ---------------------------------------------------------
+# --- Killed subprocesses ------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -257,7 +257,7 @@ def test_restore_refuses_a_state_of_another_problem(tmp_path):
     tf.train.Checkpoint(lbfgs=bounded).read(str(tmp_path / "ckpt"))
 
 
-# --- lbfgs_minimize's results --------------------------------------------------
+# --- lbfgs_minimize's results -------------------------------------------------
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "lbfgsb"])
@@ -495,3 +495,22 @@ def test_backup_file_is_json_and_arrays(tmp_path):
     identity = json.loads(str(archive["identity"]))
     assert "solver" in archive.files
   assert identity["method"] == "lbfgs" and identity["meta"]["nit"] == 1
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "L-BFGS-B"])
+def test_restart_after_the_last_backup_runs_no_iteration(tmp_path, method):
+  """Killed after its last save (before the end removed it), a fit started
+  again finds the run done: no iteration, the whole history."""
+  backup = keras.callbacks.BackupAndRestore(str(tmp_path / "b"),
+                                            delete_checkpoint=False)
+  model, history = _fit([backup], method=method)
+  weights = model.get_weights()
+  seen = []
+  model, again = _fit([backup, keras.callbacks.LambdaCallback(
+      on_epoch_end=lambda epoch, logs: seen.append(epoch))], method=method)
+  assert seen == []
+  assert again.history["loss"] == history.history["loss"]
+  assert again.evaluations == history.evaluations
+  assert again.result.nit == 10
+  for a, b in zip(model.get_weights(), weights):
+    np.testing.assert_array_equal(a, b)

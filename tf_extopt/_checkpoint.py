@@ -46,8 +46,7 @@ def fingerprint(value):
   if isinstance(value, (list, tuple)):
     return [fingerprint(v) for v in value]
   if isinstance(value, dict):
-    return {str(k): fingerprint(v) for k, v in sorted(value.items(),
-                                                      key=lambda kv: str(kv[0]))}
+    return {str(k): fingerprint(v) for k, v in value.items()}
   if callable(value):
     return "%s.%s" % (getattr(value, "__module__", "?"),
                       getattr(value, "__qualname__", type(value).__name__))

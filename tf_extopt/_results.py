@@ -55,8 +55,8 @@ path = saved.write(prefix)
 loaded = tf.train.Checkpoint(
     **{k: tf.Variable(tf.zeros_like(v)) for k, v in template._asdict().items()})
 loaded.read(path).assert_consumed()
-previous = LBfgsOptimizerResults(
-    **{k: getattr(loaded, k).read_value() for k in LBfgsOptimizerResults._fields})
+previous = LBfgsOptimizerResults(**{
+    k: getattr(loaded, k).read_value() for k in LBfgsOptimizerResults._fields})
 results = lbfgs_minimize(fn, None, previous_optimizer_results=previous,
                          max_iterations=1000)
 ```

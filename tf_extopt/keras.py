@@ -1010,7 +1010,17 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     if backup is not None and _distribute.is_chief(strategy):
       backup.end()
     return history
-  result = opt.minimize(progress_callback=epochs)
+  if (restored is not None and method.lower() != "lbfgs"
+      and restored["nit"] >= max_iterations):
+    # The backup's run had made all its iterations (killed before it
+    # ended): SciPy would still make one with maxiter=0.
+    x, fun, jac = opt._describe_variables()  # pylint: disable=protected-access
+    result = OptimizeResult(
+        x=x, fun=fun, jac=jac, success=False, status=1, nit=0, nfev=0,
+        message="Stopped after max_iterations=%d iterations, all made "
+        "before the restored backup." % max_iterations)
+  else:
+    result = opt.minimize(progress_callback=epochs)
   if restored is not None and method.lower() != "lbfgs":
     # The whole run's counts, as the on-device solver's results keep them.
     result = OptimizeResult(result)

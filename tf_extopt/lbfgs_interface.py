@@ -343,7 +343,7 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface,
     """The dtype L-BFGS works in."""
     return self._dtype
 
-  # --- The solver's state -------------------------------------------------------
+  # --- The solver's state ----------------------------------------------------
 
   @property
   def state(self):
