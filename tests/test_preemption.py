@@ -514,3 +514,52 @@ def test_restart_after_the_last_backup_runs_no_iteration(tmp_path, method):
   assert again.result.nit == 10
   for a, b in zip(model.get_weights(), weights):
     np.testing.assert_array_equal(a, b)
+
+
+def test_interrupted_fit_on_mirrored_strategy_resumes(tmp_path):
+  devices = tf.config.list_logical_devices("CPU")[:2]
+  strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+  x, y = helpers.data("float64")
+  directory = str(tmp_path / "b")
+
+  def fit(callbacks):
+    with helpers.floatx("float64"):
+      with strategy.scope():
+        model = helpers.model()
+      return model, tf_extopt.keras.fit(model, x, y, max_iterations=8,
+                                        verbose=0, callbacks=callbacks)
+
+  reference, full = fit([])
+  with pytest.raises(_Interrupt):
+    fit([keras.callbacks.BackupAndRestore(directory, save_freq=2),
+         _InterruptAt(4)])
+  seen = []
+  model, resumed = fit([keras.callbacks.BackupAndRestore(directory,
+                                                         save_freq=2),
+                        keras.callbacks.LambdaCallback(
+                            on_epoch_end=lambda e, logs: seen.append(e))])
+  assert seen == [4, 5, 6, 7]
+  np.testing.assert_allclose(resumed.history["loss"], full.history["loss"],
+                             rtol=1e-12)
+  assert resumed.evaluations == full.evaluations
+  for a, b in zip(model.get_weights(), reference.get_weights()):
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_restore_of_a_start_point_starts_there():
+  v, loss = _problem()
+  opt = tf_extopt.LbfgsOptimizerInterface(loss, [v], max_iterations=4)
+  assert opt.minimize(progress_callback=lambda p: None).nit == 4
+  # The state as a run begins: its start point, not yet evaluated.
+  start = tf_extopt.LBfgsOptimizerResults(*(
+      np.zeros_like(f) for f in opt.state))._replace(
+          position=np.full([6], 0.5))
+  opt.restore(start)
+  seen = []
+  opt.minimize(progress_callback=seen.append)
+  v.assign(np.full([6], 0.5))
+  fresh = []
+  tf_extopt.LbfgsOptimizerInterface(loss, [v], max_iterations=4).minimize(
+      progress_callback=fresh.append)
+  np.testing.assert_allclose([p.x for p in seen], [p.x for p in fresh],
+                             rtol=1e-12)

@@ -596,12 +596,15 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface,
     results, self._resume_from = self._resume_from, None
     if results is None:
       results = self._start_results(state.best.x)
-    elif int(results.num_objective_evaluations) > 0:
+    else:
       # A restored state: its point is where the run stands (and what the
       # variables hold if it is cut short before its first chunk ends).
       x = results.position.astype(np.float64)
-      state.best.set(x, float(results.objective_value),
-                     results.objective_gradient)
+      if int(results.num_objective_evaluations) > 0:
+        state.best.set(x, float(results.objective_value),
+                       results.objective_gradient)
+      else:
+        state.best.set(x, math.inf)  # A start point, not yet evaluated.
       run.assign(x)
     self._state = results
     self._reset_best(run, state.best.x, math.inf)
