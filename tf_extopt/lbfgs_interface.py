@@ -30,6 +30,9 @@ Deliberate differences from `ScipyOptimizerInterface`:
   `initial_inverse_hessian_estimate`.
 * The result's `nit`/`nfev` come from `lbfgs_minimize`'s counters, and
   `lbfgs_results` holds the final `LBfgsOptimizerResults`.
+* The solver's state can be saved mid-run and resumed on the same iterates
+  (`state`, `restore`; the interface is a `tf.train.Checkpoint`
+  dependency). SciPy's state lives inside SciPy and cannot be.
 * If a compiled chunk raises (say, an assertion in the loss), the variables
   get the best finite point the chunk evaluated, as
   `ScipyOptimizerInterface` does, not the chunk's start point.
