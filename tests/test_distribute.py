@@ -5,13 +5,15 @@ In-process: `MirroredStrategy` over the two logical CPU devices that
 `LbfgsOptimizerInterface` and `tf_extopt.keras.fit`, in float32 and
 float64. Each run is compared with the same run on one device: the same
 iterates (to float64 round-off, or 1e-5 in float32) and the same number of
-evaluations. Then the two-process `MultiWorkerMirroredStrategy` run, and the
-errors users get.
+evaluations. Then the two-process `MultiWorkerMirroredStrategy` run, the
+same cluster with a worker killed mid-fit and both restarted (resuming from
+`BackupAndRestore`'s backup), and the errors users get.
 """
 
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -277,6 +279,100 @@ def test_two_workers_train_one_model(tmp_path):
     assert (tmp_path / ("%s-0.weights.h5" % method)).exists()
     assert not (tmp_path / ("%s-1.csv" % method)).exists()
     assert not (tmp_path / ("%s-1.weights.h5" % method)).exists()
+
+
+def _start_workers(script, args, log_dir, attempt):
+  """Starts two workers of one cluster on fresh ports, as a cluster manager
+  would (re)start them: `script args` with each worker's `TF_CONFIG`, this
+  checkout's `tf_extopt` first on the path, output to `log_dir`."""
+  ports = [_free_port(), _free_port()]
+  cluster = {"worker": ["127.0.0.1:%d" % p for p in ports]}
+  path = os.path.dirname(os.path.dirname(os.path.abspath(
+      tf_extopt.__file__)))
+  processes = []
+  for index in range(2):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [path] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+               TF_CONFIG=json.dumps({"cluster": cluster, "task": {
+                   "type": "worker", "index": index}}))
+    log = open(os.path.join(log_dir, "log-%s-%d.txt" % (attempt, index)),
+               "wb")
+    processes.append((subprocess.Popen(
+        [sys.executable, script] + [str(a) for a in args], env=env,
+        stdout=log, stderr=subprocess.STDOUT), log))
+  return processes
+
+
+def _stop(processes):
+  """Kills what still runs of `processes` and closes their logs."""
+  for p, log in processes:
+    if p.poll() is None:
+      p.kill()
+    p.wait()
+    log.close()
+
+
+@pytest.mark.slow
+def test_killed_worker_and_restarted_cluster_resume_from_the_backup(
+    tmp_path):
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "_preempted_fit.py")
+  iterations = 20
+  backup = tmp_path / "backup"
+  command = [tmp_path / "run", "--backup", backup, "--max-iterations",
+             iterations]
+  # Worker 1 is killed at iteration 7; the chief then waits on it in an
+  # all-reduce (or fails), and is killed too, as a cluster manager does
+  # before starting the job again.
+  processes = _start_workers(
+      script, command + ["--kill-at", 7, "--kill-worker", 1], tmp_path,
+      "killed")
+  try:
+    assert processes[1][0].wait(timeout=300) == -signal.SIGKILL, (
+        (tmp_path / "log-killed-1.txt").read_text()[-3000:])
+  finally:
+    _stop(processes)
+  assert os.listdir(backup) == ["tf_extopt_fit_backup.npz"]
+  # Only the chief wrote backups.
+  assert (tmp_path / "run-renames-0.txt").exists()
+  assert not (tmp_path / "run-renames-1.txt").exists()
+
+  processes = _start_workers(script, command, tmp_path, "restarted")
+  try:
+    for p, _ in processes:
+      p.wait(timeout=300)
+  finally:
+    _stop(processes)
+  for index, (p, _) in enumerate(processes):
+    assert p.returncode == 0, (
+        tmp_path / ("log-restarted-%d.txt" % index)).read_text()[-3000:]
+  runs = [dict(np.load(tmp_path / ("run-%d.npz" % i))) for i in range(2)]
+  for key in runs[0]:
+    # The same iterates on both workers, bit for bit.
+    np.testing.assert_array_equal(runs[0][key], runs[1][key], err_msg=key)
+  # Both resumed from the chief's last backup: after iteration 7 (where
+  # worker 1 died), or 8 if the chief had saved that one before it
+  # noticed.
+  resumed_at = int(runs[0]["seen"][0])
+  assert resumed_at in (7, 8)
+  np.testing.assert_array_equal(runs[0]["seen"],
+                                np.arange(resumed_at, iterations))
+  np.testing.assert_array_equal(runs[0]["epochs"], np.arange(iterations))
+  assert not (tmp_path / "run-renames-1.txt").exists()
+  assert not backup.exists()  # The chief deleted it at the end.
+
+  # And the uninterrupted run's weights, history and counts, as on one
+  # device (the workers sum the gradient in another order: round-off).
+  x, y = helpers.data("float64")
+  with helpers.floatx("float64"):
+    model = helpers.model()
+    history = tf_extopt.keras.fit(model, x, y, max_iterations=iterations,
+                                  verbose=0)
+  np.testing.assert_allclose(runs[0]["loss"], history.history["loss"],
+                             rtol=1e-10)
+  np.testing.assert_array_equal(runs[0]["evaluations"], history.evaluations)
+  for i, w in enumerate(model.get_weights()):
+    np.testing.assert_allclose(runs[0]["w%d" % i], w, rtol=1e-8, atol=1e-10)
 
 
 # --- What is refused ---------------------------------------------------------

@@ -27,7 +27,7 @@ import weakref
 import tensorflow as tf
 
 __all__ = ["ReplicaLoss", "Replicas", "any_worker", "check_scope",
-           "is_chief", "resolve_strategy"]
+           "is_chief", "resolve_strategy", "same_on_all_workers"]
 
 
 class ReplicaLoss:
@@ -253,3 +253,29 @@ def any_worker(strategy, flag):
 
 
 _VOTES = weakref.WeakKeyDictionary()
+
+
+def same_on_all_workers(strategy, value):
+  """Whether the number `value` is the same on every worker.
+
+  One all-reduce of `[1, value, value**2]` per replica: the values are all
+  equal exactly when `count * sum(v**2) == sum(v)**2` (Cauchy-Schwarz),
+  which every worker computes from the same sums, so all of them decide
+  alike. Exact for integers below 2**26. True without several workers.
+  """
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return True
+  total = _SUMS.get(strategy)
+  if total is None:
+    @tf.function(autograph=False)
+    def total(row):
+      rows = strategy.run(lambda: tf.identity(row))
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, rows, axis=None)
+    _SUMS[strategy] = total
+  value = float(value)
+  count, first, second = total(tf.constant([1., value, value * value],
+                                           tf.float64)).numpy()
+  return count * second == first * first
+
+
+_SUMS = weakref.WeakKeyDictionary()

@@ -40,6 +40,29 @@ Attributes:
   position_deltas: `[num_correction_pairs, ..., n]`, the stored `s_k` pairs,
     oldest first, zero-padded in front while fewer pairs are held.
   gradient_deltas: `[num_correction_pairs, ..., n]`, the matching `y_k`.
+
+Saving and resuming: the fields are the solver's whole state, so results
+saved and loaded with `tf.train.Checkpoint` (one variable per field) and
+passed back as `previous_optimizer_results` continue the run on the steps
+it would have taken (`max_iterations` counts the iterations made before):
+
+```python
+saved = tf.train.Checkpoint(
+    **{k: tf.Variable(v) for k, v in results._asdict().items()})
+path = saved.write(prefix)
+# Later, possibly in another process; `template`: results of the same
+# shapes (a call with max_iterations=0, say).
+loaded = tf.train.Checkpoint(
+    **{k: tf.Variable(tf.zeros_like(v)) for k, v in template._asdict().items()})
+loaded.read(path).assert_consumed()
+previous = LBfgsOptimizerResults(**{
+    k: getattr(loaded, k).read_value() for k in LBfgsOptimizerResults._fields})
+results = lbfgs_minimize(fn, None, previous_optimizer_results=previous,
+                         max_iterations=1000)
+```
+
+`LbfgsOptimizerInterface` keeps these results between its chunks and saves
+them with `tf.train.Checkpoint` itself (see its `state`).
 """
 
 

@@ -33,6 +33,11 @@ Deliberate differences from `model.fit`:
 * Weight constraints that are bounds (`NonNeg`) become bounds, so L-BFGS-B
   keeps every iterate feasible; other constraints are refused (see `fit`).
   Keras' optimizers project the weights after each step instead.
+* `BackupAndRestore` (Keras 3's or tf_keras') is honoured by `fit` itself,
+  which saves what an L-BFGS run needs to resume as the same run (see
+  `fit`): Keras' own callback would restore the weights only and rerun every
+  iteration. The restored run's `History` holds the whole run's epochs
+  (Keras': those since the restore).
 * A callback that sets the weights when training ends
   (`EarlyStopping(restore_best_weights=True)`) gets `history.result`
   describing those weights (`status` 97). `ReduceLROnPlateau` and
@@ -61,6 +66,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
+from tf_extopt import _checkpoint
 from tf_extopt import _distribute
 from tf_extopt import _packing
 from tf_extopt import _run
@@ -424,15 +430,19 @@ class _Epochs:
   """
 
   def __init__(self, keras_module, model, callbacks, verbose,
-               max_iterations, extra_logs, strategy=None, stop_at_max=False):
+               max_iterations, extra_logs, strategy=None, stop_at_max=False,
+               restored=None, after_epoch=None):
+    """Args: as the class says; `callbacks` a list (`_callback_list`), and:
+
+    restored: None, or the `meta` of a restored backup: the run goes on
+      from its `epoch` (the next epoch's index), with its `history`,
+      `epochs` and `evaluations`, and `nit`/`nfev` offsets (`nit_offset`,
+      `nfev_offset`) for an optimizer that counts from 0 again.
+    after_epoch: None, or `fn(nit, nfev)` called after each epoch's
+      callbacks, with the whole run's counts (a backup's save).
+    """
     K = keras_module
-    # One callback is accepted as Keras' own `fit` does.
-    if isinstance(callbacks, K.callbacks.Callback):
-      callbacks = [callbacks]
-    elif callbacks is not None and not isinstance(callbacks, (list, tuple)):
-      raise TypeError("callbacks must be a list of Keras callbacks; got %s."
-                      % type(callbacks).__name__)
-    callbacks = list(callbacks or [])
+    callbacks = list(callbacks)
     for cb in callbacks:
       for name in ("ReduceLROnPlateau", "LearningRateScheduler"):
         cls = getattr(K.callbacks, name, None)
@@ -471,20 +481,44 @@ class _Epochs:
                                      unit_name="iteration")
                      if verbose else None)
     self._epoch = 0
+    self._nit_offset = self._nfev_offset = 0
+    self._after_epoch = after_epoch
     self._logs = {}
     history.evaluations = []
     model.stop_training = False
     self._callbacks.on_train_begin()
+    if restored is not None:
+      # After on_train_begin, which empties `History.epoch`: the restored
+      # run's history goes on from the interrupted run's.
+      self._epoch = int(restored["epoch"])
+      self._nit_offset = int(restored.get("nit_offset", 0))
+      self._nfev_offset = int(restored.get("nfev_offset", 0))
+      history.history = {k: list(v) for k, v in restored["history"].items()}
+      history.epoch = list(restored["epochs"])
+      history.evaluations = list(restored["evaluations"])
+
+  @property
+  def epoch(self):
+    """The number of epochs (iterations reported) so far."""
+    return self._epoch
+
+  @property
+  def history(self):
+    """The `History` callback."""
+    return self._history
 
   def __call__(self, progress):
     epoch = self._epoch
+    nfev = int(progress.nfev) + self._nfev_offset
     self._callbacks.on_epoch_begin(epoch)
-    self._history.evaluations.append(int(progress.nfev))
+    self._history.evaluations.append(nfev)
     logs = {"loss": float(progress.fun)}
     logs.update(self._extra_logs())
     self._callbacks.on_epoch_end(epoch, logs)
     self._logs = logs
     self._epoch = epoch + 1
+    if self._after_epoch is not None:
+      self._after_epoch(int(progress.nit) + self._nit_offset, nfev)
     if self._progbar is not None:
       # Show the values at the iterate, not running averages.
       self._progbar.stateful_metrics = set(logs)
@@ -595,6 +629,134 @@ def _constraint_bounds(model, variables, var_to_bounds, method):
                                       uppers)]
 
 
+def _callback_list(keras_module, callbacks):
+  """`callbacks` as a new list; one callback is accepted, as Keras does."""
+  if isinstance(callbacks, keras_module.callbacks.Callback):
+    return [callbacks]
+  if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+    raise TypeError("callbacks must be a list of Keras callbacks; got %s."
+                    % type(callbacks).__name__)
+  return list(callbacks or [])
+
+
+def _take_backup(keras_module, callbacks):
+  """Takes the `BackupAndRestore` callback out of `callbacks`.
+
+  `fit` does its job itself (see `fit`'s docstring): Keras' own callback
+  would save only the weights and the epoch, non-atomically (Keras 3), and
+  restore them into `model.fit`'s private counters. Its arguments are
+  honoured.
+
+  Returns:
+    `(backup, callbacks)`: a `_checkpoint.Backup` or None, and the other
+    callbacks.
+
+  Raises:
+    ValueError: Several `BackupAndRestore` callbacks, a `save_freq` that is
+      not `'epoch'` or a positive int, or tf_keras' `save_before_preemption`.
+  """
+  cls = getattr(keras_module.callbacks, "BackupAndRestore", None)
+  found = [cb for cb in callbacks if cls is not None and isinstance(cb, cls)]
+  if not found:
+    return None, callbacks
+  if len(found) > 1:
+    raise ValueError("callbacks holds %d BackupAndRestore callbacks; a fit "
+                     "has one backup: pass one." % len(found))
+  cb = found[0]
+  save_freq = cb.save_freq
+  if save_freq == "epoch":
+    every = 1
+  elif (isinstance(save_freq, (int, np.integer))
+        and not isinstance(save_freq, bool) and save_freq >= 1):
+    # One epoch is one iteration, of one batch for the callbacks: saving
+    # every N batches is saving every N iterations.
+    every = int(save_freq)
+  else:
+    raise ValueError(
+        "BackupAndRestore's save_freq must be 'epoch' (a backup after every "
+        "L-BFGS iteration) or a positive int N (every N iterations) for "
+        "tf_extopt.keras.fit; got %r." % (save_freq,))
+  if getattr(cb, "save_before_preemption", False):
+    raise ValueError(
+        "BackupAndRestore(save_before_preemption=True) is not supported by "
+        "tf_extopt.keras.fit (it needs tf.distribute's preemption handler "
+        "inside Keras' own fit); use save_freq='epoch' or an int.")
+  backup = _checkpoint.Backup(
+      cb.backup_dir, every, delete=bool(cb.delete_checkpoint),
+      double=bool(getattr(cb, "double_checkpoint", False)))
+  return backup, [c for c in callbacks if c is not cb]
+
+
+def _fit_identity(model, variables, method, options, bounds, loss):
+  """What a backup must share with this fit for the fit to resume from it.
+
+  The model's weights (shapes and dtypes, all of them and which are
+  optimized), the method, its options and the bounds, and a `loss=`
+  argument. Not `max_iterations`, which a resumed fit may raise, nor
+  `iterations_per_call`, `batch_size` or `jit_compile`, which change how
+  the objective is computed, not what it is.
+  """
+  packer = _packing.VariablePacker(variables)
+  packed = packer.packed_bounds(bounds)
+  return dict(
+      weights=[[list(w.shape), tf.as_dtype(w.dtype).name]
+               for w in model.weights],
+      optimized=[[list(shape), tf.as_dtype(dtype).name]
+                 for shape, dtype in zip(packer.shapes, packer.dtypes)],
+      method=method.lower(),
+      options=_checkpoint.fingerprint(
+          {k: v for k, v in options.items() if k != "iterations_per_call"}),
+      bounds=None if packed is None else _checkpoint.fingerprint(
+          np.stack(packed)),
+      loss=_checkpoint.fingerprint(loss))
+
+
+def _jsonable(value):
+  """`value` with NumPy scalars and arrays (in Keras logs) as Python ones."""
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, (np.generic, np.ndarray)) or tf.is_tensor(value):
+    return np.asarray(value).tolist()
+  return value
+
+
+def _restore(backup, identity, model, strategy):
+  """Restores the model's weights from `backup`, if there is one.
+
+  Every worker reads the backup (only the chief writes it), then all check
+  that they read the same one: a backup directory that is not shared
+  storage would have them resume at different iterations, and the run
+  would hang or mix them.
+
+  Returns:
+    `(restored, solver_state)`: None and None without a backup; else the
+    meta for `_Epochs` (with the SciPy offsets `nit_offset` and
+    `nfev_offset`) and the solver's serialized state (or None).
+
+  Raises:
+    ValueError: The backup belongs to another fit, is damaged, or the
+      workers read different backups.
+  """
+  loaded = backup.load(identity)
+  epoch = -1 if loaded is None else int(loaded[0]["epoch"])
+  if not _distribute.same_on_all_workers(strategy, epoch):
+    raise ValueError(
+        "The workers found different backups in %s (this one: %s). Every "
+        "worker must read the chief's backup: put backup_dir on storage all "
+        "of them share." % (backup.directory, "none" if loaded is None else
+                            "iteration %d" % loaded[0]["nit"]))
+  if loaded is None:
+    return None, None
+  meta, arrays = loaded
+  weights = [arrays["weight/%d" % i] for i in range(len(model.weights))]
+  model.set_weights(weights)
+  solver = arrays.get("solver")
+  restored = dict(meta, nit_offset=meta["nit"], nfev_offset=meta["nfev"])
+  return restored, None if solver is None else solver.tobytes()
+
+
 def _restored_result(opt, result):
   """The result for weights a callback set after the run.
 
@@ -682,6 +844,26 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
       divide the loss by its number of replicas; build and compile the
       model inside the scope, as Keras' own `fit` requires).
 
+  A `BackupAndRestore(backup_dir)` callback (Keras 3 or tf_keras) makes a
+  killed fit, started again with the same command, resume where it
+  stopped. After every iteration (`save_freq='epoch'`) or every `N`
+  (`save_freq=N`), one file in `backup_dir` is written (to a temporary
+  file, then renamed: a kill mid-save leaves the previous backup), by the
+  chief only under `MultiWorkerMirroredStrategy`: the model's weights, the
+  iteration and evaluation counts, the history, and for `'lbfgs'` the
+  solver's state (its memory included), and what the fit was (weights'
+  shapes and dtypes, method, options, bounds, `loss`). A restarted fit
+  restores it on every worker before its first iteration and runs only the
+  remaining iterations: with `'lbfgs'` on the uninterrupted run's
+  iterates; with SciPy, whose memory lives inside SciPy, as a fresh SciPy
+  run from the restored weights for the remaining iterations (the counts
+  and history go on). `delete_checkpoint` removes the backup when the fit
+  ends, and Keras 3's `double_checkpoint` keeps the one before too.
+  Raises `ValueError` for a backup of another fit (naming what differs), a
+  damaged one, workers that read different backups, several
+  `BackupAndRestore` callbacks, a `save_freq` other than `'epoch'` or a
+  positive int, or tf_keras' `save_before_preemption=True`.
+
   Weight constraints (`kernel_constraint=...`) that are bounds become bounds
   (merged with `var_to_bounds`), so `'lbfgs'` runs L-BFGS-B and SciPy needs
   a method that takes bounds: `NonNeg` is `[0, inf)`, and `MaxNorm(m)` or
@@ -734,8 +916,17 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     objective = objective.replica_loss(strategy)
 
   options = dict(options)  # Never mutate the caller's dicts.
+  callbacks = _callback_list(K, callbacks)
+  backup, callbacks = _take_backup(K, callbacks)
   bounds = _constraint_bounds(model, variables,
                               options.pop("var_to_bounds", None), method)
+  restored, solver_state = None, None
+  if backup is not None:
+    identity = _fit_identity(model, variables, method, options, bounds, loss)
+    restored, solver_state = _restore(backup, identity, model, strategy)
+    if restored is not None and method.lower() == "lbfgs":
+      # The restored solver state carries the counts on.
+      restored.update(nit_offset=0, nfev_offset=0)
   stop_at_max = False
   if method.lower() == "lbfgs":
     if "max_iterations" in options:
@@ -744,6 +935,12 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     opt = LbfgsOptimizerInterface(objective, model, var_to_bounds=bounds,
                                   max_iterations=max_iterations,
                                   jit_compile=jit_compile, **options)
+    if backup is not None:
+      # The solver's state exists only at chunk ends: make one at every
+      # iteration where a backup is due.
+      opt._chunk_multiple = backup.every  # pylint: disable=protected-access
+      if solver_state is not None:
+        opt.deserialize(solver_state)
   else:
     scipy_options = dict(options.pop("options", None) or {})
     # TNC has no iteration limit (its old `maxiter` counted evaluations):
@@ -751,6 +948,11 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     stop_at_max = method.lower() == "tnc"
     if not stop_at_max:
       scipy_options.setdefault("maxiter", max_iterations)
+      if restored is not None:
+        # SciPy's own state (its memory) cannot be restored: a fresh SciPy
+        # run from the restored weights makes the remaining iterations.
+        scipy_options["maxiter"] = max(
+            0, scipy_options["maxiter"] - restored["nit_offset"])
     opt = ScipyOptimizerInterface(objective, model, var_to_bounds=bounds,
                                   method=method, options=scipy_options,
                                   jit_compile=jit_compile, **options)
@@ -776,14 +978,59 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
       logs.update({"val_" + k: float(v) for k, v in values.items()})
     return logs
 
+  after_epoch = None
+  if backup is not None and _distribute.is_chief(strategy):
+    # Only the chief writes the backup, as Keras does; every worker holds
+    # the same weights and solver state.
+    last_saved = [0 if restored is None else restored["nit"]]
+
+    def after_epoch(nit, nfev):
+      if nit // backup.every <= last_saved[0] // backup.every:
+        return
+      arrays = {"weight/%d" % i: w for i, w in enumerate(model.get_weights())}
+      if method.lower() == "lbfgs":
+        state = opt.state
+        if int(state.num_iterations) != nit:
+          # Chunks end where backups are due (`_chunk_multiple`), so this
+          # does not happen; never save a state that is not at `nit`.
+          return
+        arrays["solver"] = np.frombuffer(opt.serialize(), np.uint8)
+      history = epochs.history
+      meta = dict(epoch=epochs.epoch, nit=nit, nfev=nfev,
+                  history=history.history, epochs=list(history.epoch),
+                  evaluations=list(history.evaluations))
+      backup.save(identity, _jsonable(meta), arrays)
+      last_saved[0] = nit
+
   epochs = _Epochs(K, model, callbacks, verbose, max_iterations, extra_logs,
-                   strategy, stop_at_max=stop_at_max)
+                   strategy, stop_at_max=stop_at_max, restored=restored,
+                   after_epoch=after_epoch)
   if not max_iterations:
-    return epochs.end(None)
-  result = opt.minimize(progress_callback=epochs)
+    history = epochs.end(None)
+    if backup is not None and _distribute.is_chief(strategy):
+      backup.end()
+    return history
+  if (restored is not None and method.lower() != "lbfgs"
+      and restored["nit"] >= max_iterations):
+    # The backup's run had made all its iterations (killed before it
+    # ended): SciPy would still make one with maxiter=0.
+    x, fun, jac = opt._describe_variables()  # pylint: disable=protected-access
+    result = OptimizeResult(
+        x=x, fun=fun, jac=jac, success=False, status=1, nit=0, nfev=0,
+        message="Stopped after max_iterations=%d iterations, all made "
+        "before the restored backup." % max_iterations)
+  else:
+    result = opt.minimize(progress_callback=epochs)
+  if restored is not None and method.lower() != "lbfgs":
+    # The whole run's counts, as the on-device solver's results keep them.
+    result = OptimizeResult(result)
+    result["nit"] = int(result.get("nit", 0)) + restored["nit_offset"]
+    result["nfev"] = int(result.get("nfev", 0)) + restored["nfev_offset"]
   packer = _packing.VariablePacker(variables)
   held = packer.pack_values().numpy()
   history = epochs.end(result)
+  if backup is not None and _distribute.is_chief(strategy):
+    backup.end()
   # Every worker runs the same callbacks on the same logs; vote anyway, so
   # that all of them make the evaluation (an all-reduce) or none.
   if _distribute.any_worker(strategy, not np.array_equal(

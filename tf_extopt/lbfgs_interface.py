@@ -30,6 +30,9 @@ Deliberate differences from `ScipyOptimizerInterface`:
   `initial_inverse_hessian_estimate`.
 * The result's `nit`/`nfev` come from `lbfgs_minimize`'s counters, and
   `lbfgs_results` holds the final `LBfgsOptimizerResults`.
+* The solver's state can be saved mid-run and resumed on the same iterates
+  (`state`, `restore`; the interface is a `tf.train.Checkpoint`
+  dependency). SciPy's state lives inside SciPy and cannot be.
 * If a compiled chunk raises (say, an assertion in the loss), the variables
   get the best finite point the chunk evaluated, as
   `ScipyOptimizerInterface` does, not the chunk's start point.
@@ -58,6 +61,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
+from tf_extopt import _checkpoint
 from tf_extopt import _run
 from tf_extopt import _validation
 from tf_extopt.external_optimizer import ExternalOptimizerInterface
@@ -149,9 +153,12 @@ class _Chunks:
   """
 
   def __init__(self, iterations_per_call, total, has_callbacks,
-               can_replay, size):
+               can_replay, size, multiple=None):
     self.replay = has_callbacks and can_replay
     self._total = total
+    # Chunks also end at every multiple of this iteration count (where a
+    # caller saves the state, which exists only at chunk ends).
+    self._multiple = multiple
     self._fixed = iterations_per_call
     if self.replay:
       # A point and a gradient per iteration.
@@ -167,7 +174,10 @@ class _Chunks:
 
   def next_target(self, done):
     """The iteration count the next call runs to."""
-    return min(done + self._size, self._total)
+    target = min(done + self._size, self._total)
+    if self._multiple:
+      target = min(target, (done // self._multiple + 1) * self._multiple)
+    return target
 
   def timed(self, iterations, seconds):
     """Sizes the next chunk (when not fixed) to about `CHUNK_SECONDS`."""
@@ -181,7 +191,8 @@ class _Chunks:
                          max(1, CHUNK_SECONDS / per_iteration)))
 
 
-class LbfgsOptimizerInterface(ExternalOptimizerInterface):
+class LbfgsOptimizerInterface(ExternalOptimizerInterface,
+                              tf.train.experimental.PythonState):
   """Minimizes a TF loss with `lbfgs_minimize`, entirely on the device.
 
   Example (TF2 / Keras):
@@ -222,6 +233,34 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
   * `dtype`: the dtype L-BFGS works in. Default: the variables' dtype
     (float64 if they mix dtypes); pass `tf.float64` to solve a float32
     model in float64. Variables keep their own dtype.
+
+  Saving and resuming a run: the solver's whole state is `state` (the
+  `LBfgsOptimizerResults` of the last chunk end the callbacks have
+  reached), and `restore(state)` makes the next `minimize` resume from it:
+  same memory, counters and point, so the resumed run takes the iterates
+  of an uninterrupted one, and `max_iterations` counts the iterations made
+  before the save. The interface is also a `tf.train.Checkpoint`
+  dependency, saved and restored with the model:
+
+  ```python
+  opt = LbfgsOptimizerInterface(loss, model, max_iterations=1000,
+                                iterations_per_call=50)
+  checkpoint = tf.train.Checkpoint(model=model, lbfgs=opt)
+  manager = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
+  checkpoint.restore(manager.latest_checkpoint)  # None at the first start
+
+  def save(progress):
+    if progress.nit % 50 == 0:  # A chunk end: `opt.state` is at `nit`.
+      manager.save()
+
+  opt.minimize(progress_callback=save)
+  ```
+
+  The exact state exists only at chunk ends; inside a replayed chunk,
+  `state` stays at the chunk's start until the callbacks reach its end (a
+  save there resumes from the chunk's start, and redoes its iterations).
+  To save at chosen iterations, make chunks end there with
+  `iterations_per_call` (chunks end at its multiples), as above.
   """
 
   def __init__(self, loss, var_list=None, equalities=None, inequalities=None,
@@ -296,12 +335,137 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     self._num_pairs = self._options.get("num_correction_pairs",
                                         defaults["num_correction_pairs"])
     self._tolerance = self._options.get("tolerance", defaults["tolerance"])
+    self._state = None  # See `state`.
+    self._resume_from = None  # Set by `restore`, used by the next run.
+    # Chunks end at the multiples of this count too (keras.fit's backups).
+    self._chunk_multiple = None
     self._build()
 
   @property
   def dtype(self):
     """The dtype L-BFGS works in."""
     return self._dtype
+
+  # --- The solver's state ----------------------------------------------------
+
+  @property
+  def state(self):
+    """The solver's exact state, to save and `restore` later.
+
+    An `LBfgsOptimizerResults` of NumPy arrays (position, loss and gradient
+    there, the memory pairs, counters and flags) at the last chunk end the
+    callbacks have reached, so never ahead of the point they last saw: the
+    start point's (`num_objective_evaluations == 0`) as a run begins, then
+    each chunk's end once its last iteration is reported, and the final
+    results after the run (`result.lbfgs_results`, unless a callback
+    stopped it). None before any run or `restore`. Read it in a callback
+    or after `minimize`; `state.num_iterations` says which iteration it
+    belongs to.
+    """
+    return self._state
+
+  def restore(self, state):
+    """Makes the next `minimize` resume from a saved `state`.
+
+    That run starts at `state.position` with its memory, counters and
+    flags, so it takes the iterates an uninterrupted run would have taken
+    from there, and `max_iterations` counts the iterations `state` had
+    already made (a state that had converged or used them all ends the run
+    at once). Only the next `minimize` resumes; later ones start afresh
+    from the variables, as without `restore`.
+
+    Args:
+      state: An `LBfgsOptimizerResults` (NumPy arrays or tensors), from
+        `state` or from `lbfgs_minimize`/`lbfgsb_minimize` on this
+        problem's packed variables, or None to cancel a pending restore.
+
+    Raises:
+      TypeError: `state` lacks the results' fields.
+      ValueError: Its shapes or dtype do not fit this interface (another
+        number of variables or correction pairs, another solver dtype), or
+        it holds a batch.
+    """
+    if state is None:
+      self._resume_from = None
+      return
+    missing = [f for f in LBfgsOptimizerResults._fields
+               if not hasattr(state, f)]
+    if missing:
+      raise TypeError(
+          "state must be an LBfgsOptimizerResults (or a namedtuple with its "
+          "fields); got %s, which lacks %s." % (type(state).__name__,
+                                               ", ".join(missing)))
+    n, m = self._packer.size, self._num_pairs
+    np_dtype = self._dtype.as_numpy_dtype
+    expected = dict(converged=(), failed=(), num_iterations=(),
+                    num_objective_evaluations=(), position=(n,),
+                    objective_value=(), objective_gradient=(n,),
+                    position_deltas=(m, n), gradient_deltas=(m, n))
+    values = {}
+    for name, shape in expected.items():
+      value = np.asarray(getattr(state, name))
+      if value.shape != shape:
+        raise ValueError(
+            "state.%s has shape %s; this interface expects %s (%d packed "
+            "variable elements, num_correction_pairs=%d, no batch)." % (
+                name, value.shape, shape, n, m))
+      if name in ("position", "objective_value", "objective_gradient",
+                  "position_deltas", "gradient_deltas"):
+        if value.dtype != np_dtype:
+          raise ValueError(
+              "state.%s has dtype %s; this interface's solver works in %s "
+              "(its dtype option)." % (name, value.dtype.name,
+                                       self._dtype.name))
+      values[name] = value
+    values["converged"] = values["converged"].astype(bool)
+    values["failed"] = values["failed"].astype(bool)
+    for name in ("num_iterations", "num_objective_evaluations"):
+      values[name] = values[name].astype(np.int32)
+    self._state = self._resume_from = LBfgsOptimizerResults(**values)
+
+  def _identity(self):
+    """What a saved state must share with this interface to resume here."""
+    identity = dict(
+        solver=self._solver.__name__, dtype=self._dtype.name,
+        num_correction_pairs=int(self._num_pairs),
+        variables=[[list(shape), tf.as_dtype(dtype).name] for shape, dtype
+                   in zip(self._packer.shapes, self._packer.dtypes)])
+    if self._packed_bounds_arrays is not None:
+      identity["bounds"] = _checkpoint.fingerprint(
+          np.stack(self._packed_bounds_arrays))
+    return identity
+
+  def serialize(self):
+    """`state` as bytes (for `tf.train.Checkpoint`; see `deserialize`).
+
+    Holds the state's arrays and what it belongs to (the variables' shapes
+    and dtypes, the solver, its dtype and memory size, the bounds); empty
+    when there is no state.
+    """
+    if self._state is None:
+      return b""
+    return _checkpoint.encode(self._identity(),
+                              _checkpoint.results_arrays(self._state))
+
+  def deserialize(self, string_value):
+    """`restore`s the state `serialize` saved (`tf.train.Checkpoint` calls it).
+
+    Raises:
+      ValueError: The state belongs to another problem or configuration
+        (the message names what differs), or the bytes are damaged.
+    """
+    data = string_value.numpy() if hasattr(string_value, "numpy") else (
+        string_value)
+    if not data:
+      self._state = self._resume_from = None
+      return
+    identity, arrays = _checkpoint.decode(data, "The saved L-BFGS state")
+    identity.pop("format", None)
+    _checkpoint.check_identity(
+        identity, self._identity(), "The saved L-BFGS state",
+        "Restore it into an interface over the same variables with the same "
+        "num_correction_pairs, dtype and bounds.")
+    self.restore(_checkpoint.results_from_arrays(arrays))
 
   def _build(self):
     """Compiles the resumed solve and the best-point bookkeeping, once.
@@ -431,12 +595,25 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
     total = self._max_iterations
     chunks = _Chunks(self.optimizer_kwargs.get("iterations_per_call"), total,
                      state.has_callbacks, self._resume_traced is not None,
-                     self._packer.size)
-    results = self._start_results(state.best.x)
+                     self._packer.size, self._chunk_multiple)
+    results, self._resume_from = self._resume_from, None
+    if results is None:
+      results = self._start_results(state.best.x)
+    else:
+      # A restored state: its point is where the run stands (and what the
+      # variables hold if it is cut short before its first chunk ends).
+      x = results.position.astype(np.float64)
+      if int(results.num_objective_evaluations) > 0:
+        state.best.set(x, float(results.objective_value),
+                       results.objective_gradient)
+      else:
+        state.best.set(x, math.inf)  # A start point, not yet evaluated.
+      run.assign(x)
+    self._state = results
     self._reset_best(run, state.best.x, math.inf)
     # From here on, a failure assigns the best point the loop evaluated.
     state.recover = lambda: self._read_best(run)
-    done = 0
+    done = int(results.num_iterations)
     while True:
       target = chunks.next_target(done)
       start = time.perf_counter()
@@ -448,7 +625,9 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
       previous_done, done = done, int(results.num_iterations)
       chunks.timed(done - previous_done, time.perf_counter() - start)
       if record is not None:
-        self._replay(state, record, previous_done)
+        self._replay(state, record, previous_done, results)
+      else:
+        self._state = results
       # The chunk's end point: what the variables get if the run stops now.
       state.best.set(results.position, float(results.objective_value),
                      results.objective_gradient)
@@ -466,21 +645,25 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface):
         break
     return self._result(results, total)
 
-  @staticmethod
-  def _replay(state, record, previous_done):
+  def _replay(self, state, record, previous_done, results):
     """Calls the per-iteration callbacks for each iteration of a chunk.
 
     Before each iteration's callbacks the variables get its point, as they
     would in a run of one iteration per call, and so does the best point:
     a callback that stops the run there (`StopIteration`) or raises leaves
     the variables at the point it saw. A stopped result carries no
-    `lbfgs_results`, which describe the chunk's end.
+    `lbfgs_results`, which describe the chunk's end. `state` becomes the
+    chunk's end `results` just before its last iteration is reported.
     """
     positions, values, gradients, evaluations = (np.asarray(r)
                                                  for r in record)
     state.stop_fields.pop("lbfgs_results", None)
     recover, state.recover = state.recover, None
+    if not len(values):
+      self._state = results
     for k in range(len(values)):
+      if k == len(values) - 1:
+        self._state = results
       x = positions[k].astype(np.float64)
       state.best.set(x, float(values[k]), gradients[k])
       state.run.assign(x)
