@@ -40,6 +40,9 @@ setuptools.setup(
         "bench": ["tensorflow-probability>=0.24", "tf-keras", "gpflow>=2.9",
                   "deepxde>=1.10"],
         "examples": ["matplotlib"],
+        # The documentation site (mkdocs.yml): mkdocstrings reads the
+        # docstrings with griffe, statically, so TensorFlow is not imported.
+        "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -228,9 +228,9 @@ class ExternalOptimizerInterface:
         mode, no session is available in graph mode, or it is called inside
         the scope of a strategy other than the variables' (Keras would
         divide the loss by its number of replicas).
-      Any exception raised while evaluating the loss (including
-      `KeyboardInterrupt`) propagates after the best finite point seen has
-      been assigned to the variables.
+      Exception: Any exception raised while evaluating the loss (including
+        `KeyboardInterrupt`) propagates after the best finite point seen has
+        been assigned to the variables.
     """
     # The loss is traced at the first evaluation, so a foreign scope around
     # `minimize` alone would scale it too.

@@ -564,13 +564,13 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface,
                progress_callback=None, **run_kwargs):
     """Minimizes the loss on the device and assigns the optimum.
 
-    Args: as `ExternalOptimizerInterface.minimize`, except that
-      `step_callback(x)`, `loss_callback(*fetched)` and
-      `progress_callback(progress)` are called once per chunk of
-      `iterations_per_call` iterations, at the chunk's end point (`progress`
-      has the solver's own `fun`, `nit` and `nfev` there: no evaluation is
-      added). Raising `StopIteration` in any of them ends the run at that
-      point.
+    The arguments are those of `ExternalOptimizerInterface.minimize`, except
+    that `step_callback(x)`, `loss_callback(*fetched)` and
+    `progress_callback(progress)` are called once per chunk of
+    `iterations_per_call` iterations, at the chunk's end point (`progress`
+    has the solver's own `fun`, `nit` and `nfev` there: no evaluation is
+    added). Raising `StopIteration` in any of them ends the run at that
+    point.
 
     Returns:
       A `scipy.optimize.OptimizeResult` with `x` (packed float64 point now
@@ -580,11 +580,12 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface,
       `LBfgsOptimizerResults`, as NumPy values).
 
     Raises:
-      TypeError, ValueError: as `ExternalOptimizerInterface.minimize`.
-      Any exception raised while running (including `KeyboardInterrupt`)
-      propagates after the best finite point evaluated so far (at least
-      the last completed chunk's point, or the initial point) has been
-      assigned to the variables.
+      TypeError: As `ExternalOptimizerInterface.minimize`.
+      ValueError: As `ExternalOptimizerInterface.minimize`.
+      Exception: Any exception raised while running (including
+        `KeyboardInterrupt`) propagates after the best finite point
+        evaluated so far (at least the last completed chunk's point, or the
+        initial point) has been assigned to the variables.
     """
     return super().minimize(session, feed_dict, fetches, step_callback,
                             loss_callback, progress_callback, **run_kwargs)
