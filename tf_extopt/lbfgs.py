@@ -50,6 +50,30 @@ def lbfgs_minimize(value_and_gradients_function,
   of unit length, as SciPy does) unless `initial_inverse_hessian_estimate`
   sets the scale.
 
+  Usage, a quadratic bowl with its minimum at `[1, 2]`:
+
+  ```python
+  import tensorflow as tf
+  import tf_extopt
+
+  minimum = tf.constant([1.0, 2.0], tf.float64)
+  scales = tf.constant([2.0, 3.0], tf.float64)
+
+  def quadratic(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      value = tf.reduce_sum(scales * tf.square(x - minimum), axis=-1)
+    return value, tape.gradient(value, x)
+
+  start = tf.constant([0.6, 0.8], tf.float64)
+  results = tf_extopt.lbfgs_minimize(
+      quadratic, initial_position=start, tolerance=1e-8)
+  results.converged  # True
+  results.position   # [1., 2.]
+  ```
+
+  A start `[..., n]` solves a batch of such problems in the same call.
+
   Called eagerly, the loop is traced once into a `tf.function` that is
   cached per objective and static options and reused (see `_eager`); an
   objective that cannot be traced runs op by op with a `NotCompiledWarning`.

@@ -47,6 +47,32 @@ def lbfgsb_minimize(value_and_gradients_function,
   `tf.while_loop` whose every trip is one batched objective evaluation. It
   runs eagerly, in `tf.function` and under `tf.function(jit_compile=True)`.
 
+  Usage, a quadratic bowl with its minimum at `[1, 2]`, and a box
+  that excludes it:
+
+  ```python
+  import tensorflow as tf
+  import tf_extopt
+
+  minimum = tf.constant([1.0, 2.0], tf.float64)
+  scales = tf.constant([2.0, 3.0], tf.float64)
+
+  def quadratic(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      value = tf.reduce_sum(scales * tf.square(x - minimum), axis=-1)
+    return value, tape.gradient(value, x)
+
+  start = tf.constant([0.6, 0.8], tf.float64)
+  results = tf_extopt.lbfgsb_minimize(
+      quadratic, initial_position=start, lower_bounds=0.0,
+      upper_bounds=[0.5, 5.0], tolerance=1e-8)
+  results.converged  # True
+  results.position   # [0.5, 2.]: the first variable at its upper bound
+  ```
+
+  `None` or an infinite bound leaves a side unbounded.
+
   This is L-BFGS-B (Byrd, Lu, Nocedal & Zhu, 1995) as SciPy ships it
   (version 3.0, Morales & Nocedal 2011). Each iteration of each member:
 
