@@ -25,12 +25,11 @@ all members at once, each member masked off when its search has stopped, so
 the loop runs at most ``n`` times and stops as soon as every member is done.
 Each trip finds its members' next breakpoint by a minimum over the ones not
 yet passed instead of sorting them all first: searches usually stop after a
-few breakpoints, and XLA's CPU sort of ``[1000, 100]`` alone cost more than
-the whole search (`benchmarks/lbfgsb_bench.py --profile`, B = 1000, m = 10,
-XLA: the Cauchy point 6.5 -> 2.9 ms at n = 30, 27.1 -> 8.0 ms at n = 100).
-Row ``b`` of ``W`` is a batched gather, half the cost or less of a one-hot
-reduction over ``[B, n, 2m]`` (measured 17.4 against 9.4 ms for the whole
-Cauchy point at n = 100). Sets are boolean masks.
+few breakpoints, and XLA's CPU sort of a large batch alone costs more than
+the whole search. Row ``b`` of ``W`` is a batched gather, not a one-hot
+reduction over ``[B, n, 2m]``, which costs more. Both are measured in
+benchmarks/README.md, "Where a direction's time goes". Sets are boolean
+masks.
 """
 
 import collections
@@ -90,8 +89,9 @@ def breakpoints(x, g, lower, upper):
   held, d, num_breaks, num_moving, breaks = path_breakpoints(
       x, g, lower, upper)
   order = tf.argsort(breaks, axis=-1, stable=True)
-  # The same values as tf.sort, without sorting twice (XLA's CPU sort of
-  # [1000, 100] costs 8 ms, the gather 0.5 ms).
+  # The same values as tf.sort, without sorting twice: XLA's CPU sort costs
+  # far more than the gather (benchmarks/README.md, "Where a direction's
+  # time goes").
   sorted_breaks = tf.gather(breaks, order, batch_dims=1)
   return held, d, num_breaks, num_moving, order, sorted_breaks
 

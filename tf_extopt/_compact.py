@@ -53,14 +53,15 @@ def spd_inverse(matrix, unroll=False):
   Under XLA: Gauss-Jordan elimination in place, without pivoting (positive
   definite matrices never need it): `k` steps, each one fused pass over the
   batch. Only elementwise ops and reductions, the same on CPU, GPU and TPU
-  (XLA's CPU decompositions cost milliseconds for a batch of 1000 tiny
-  matrices). A `tf.while_loop` unless `unroll`: unrolled, the four `m x m`
-  inverses a compact-form trip once took made compilation slower
-  (measured on a loaded machine: 250 s against 170 s for 100 30-D problems).
+  (XLA's CPU decompositions are slow for large batches of tiny matrices).
+  A `tf.while_loop` unless `unroll`: unrolled, several `m x m` inverses in
+  one trip make compilation slower.
 
   Elsewhere (eager, plain graphs), where every elementwise op is a kernel
-  launch, TF's batched Cholesky factorisation and solve: for 1000 `10 x 10`
-  matrices 0.9 ms against 7-8 ms for the Gauss-Jordan steps (measured). A
+  launch, TF's batched Cholesky factorisation and solve, several times
+  faster there than the Gauss-Jordan steps launched op by op. The figures
+  for both choices are in benchmarks/README.md, "Where a direction's time
+  goes". A
   matrix that is not positive definite factorises to NaN there (TF's CPU
   kernel does not raise); the same pivot test flags it.
 

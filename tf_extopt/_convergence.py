@@ -36,7 +36,7 @@ def step_converged(previous_position, position, previous_value, value,
 
   `stationarity` is the sup-norm of the gradient (L-BFGS) or of the projected
   gradient (L-BFGS-B). Unlike TFP, the relative test uses `|f_k|`, so it also
-  works for negative objectives (TFP issue #1391).
+  works for negative objectives (TFP's never fires for them).
 
   Returns:
     `[B]` bool.

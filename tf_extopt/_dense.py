@@ -21,7 +21,8 @@ With ``B`` explicit the two steps of L-BFGS-B need no factorisation of a
 
 Every loop here is over a static size (``m`` pairs, ``n`` pivots), unrolled
 so that XLA fuses each step into one pass over the batch: XLA's CPU
-decompositions cost milliseconds for a batch of 1000 tiny matrices.
+decompositions are slow for large batches of tiny matrices (see
+benchmarks/README.md, "Where a direction's time goes").
 """
 
 import numpy as np
@@ -39,9 +40,10 @@ def _fused_matvec(matrix, vector):
 
   XLA fuses this into the surrounding elementwise pass, unlike a batched
   matmul. The same broadcast as `_small.matvec` under XLA, but here outside
-  XLA too, where `_small.matvec` uses `tf.linalg.matvec`: switching this
-  path to it changed float32 iterates in plain graphs (a float32 batch of
-  `tests/test_eager_compile.py` converged elsewhere), so it stays apart.
+  XLA too, where `_small.matvec` uses `tf.linalg.matvec`: that rounds
+  differently in float32, and this path keeps the float32 iterates of plain
+  graphs equal to those of the other call modes, which
+  `tests/test_eager_compile.py` compares; so it stays apart.
   """
   return tf.reduce_sum(matrix * vector[:, None, :], axis=-1)
 

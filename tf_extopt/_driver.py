@@ -403,7 +403,8 @@ def run(objective, state, config, strategy, batch_shape, recorder=None):
   as one computation; the user's objective is not. When it is None this is
   done in plain graphs (not eagerly) whose static batch size is at least
   `XLA_UPDATE_MIN_BATCH`. The compilation happens once per trace, on the
-  first call (about two seconds for 1000 Rosenbrock-10 problems on a CPU).
+  first call (benchmarks/README.md, "A batch of 1000 Rosenbrock-10
+  problems").
   Under XLA the whole loop is compiled already and this changes nothing.
   """
   advance = functools.partial(_advance, config, strategy)

@@ -1,8 +1,9 @@
 """Eager calls of the solvers, run as one cached `tf.function`.
 
 Called eagerly, a solver's `tf.while_loop` runs op by op in Python: every trip
-dispatches hundreds of small ops, which made a PINN-sized problem 28x slower
-per iteration than the same call inside `tf.function`. So an eager call is
+dispatches hundreds of small ops, which makes it many times slower per
+iteration than the same call inside `tf.function` (benchmarks/README.md,
+"Eager calls"). So an eager call is
 traced once into a `tf.function` and that function is reused:
 
 * It is cached per objective, held weakly (a model's function is not kept
@@ -178,7 +179,7 @@ def call(solver, function, arguments, convert):
       f"{solver.__name__} was called eagerly, but its "
       "`value_and_gradients_function` could not be traced into a "
       f"tf.function ({type(trace_error).__name__}: {trace_error}), so the "
-      "optimisation loop ran op by op in Python, typically 10-30x slower. "
+      "optimisation loop ran op by op in Python, many times slower. "
       "To make it fast, compute the value and gradient with TensorFlow ops "
       "only (no `.numpy()`, `float(tensor)` or NumPy calls on tensors; "
       "`tf.py_function` for code that must run in Python), or call the "

@@ -30,9 +30,9 @@ class EagerEvaluator:
   `input_signature=[TensorSpec([n], float64)]`, and cached on the evaluator,
   so repeated evaluations and repeated `minimize` calls never retrace.
 
-  Hook for on-device optimizers (e.g. a later `LbfgsOptimizerInterface`):
-  `value_and_gradient_tf(x)` is the TF-level `x -> (loss, packed_grad)`,
-  usable inside another `tf.function`.
+  Hook for on-device optimizers (`LbfgsOptimizerInterface` uses it):
+  `value_and_gradient_tf(x, observe=None)` is the TF-level
+  `x -> (loss, packed_grad)`, usable inside another `tf.function`.
   """
 
   # `compile` traces on the first call, so compiling what may go unused

@@ -10,21 +10,28 @@ stop being fed; no member ever waits for another and there is no inner loop.
 
 The interface (what a replacement line search must provide):
 
-* ``init(step, value, slope, max_step, ...) -> state`` starts a search from
-  ``phi(0) = value``, ``phi'(0) = slope < 0``, first trial ``step``.
-* ``step(state, value, slope, is_finite) -> (state, status, moved)`` consumes the
-  objective at ``unpack(state).step`` and proposes the next trial.
-* ``unpack(state) -> LineSearchState`` gives named read access to the fields.
-
-The state itself is one ``[K, B]`` tensor (``K`` fields stacked, booleans and
-counters stored as 0/1 and whole numbers in the value dtype): XLA on CPU
-compiles each separately returned ``[B]`` field to its own kernel plus a copy
-at the loop boundary, and a stacked state turns the whole update into one
-fused kernel (measured: ~50 kernels -> a handful per trip).
+* ``init(initial_step, value, slope, max_step, min_step=None,
+  refine_tolerance=None) -> state`` starts a search from ``phi(0) = value``,
+  ``phi'(0) = slope < 0``, first trial ``initial_step``.
+* ``step(state, value, slope, is_finite, final=None) -> (state, status,
+  moved)`` consumes the objective at ``unpack(state).step`` and proposes the
+  next trial.
   ``status`` is ``CONTINUE``, ``CONVERGED`` (strong Wolfe holds at the trial
   just evaluated) or ``WARNING`` (no further progress is possible; the best
   point is ``state.best_step``). ``moved`` says the trial became the new best
   point, so the caller can keep the gradient that goes with it.
+* ``unpack(state) -> LineSearchState`` gives named read access to the
+  fields (``pack`` is its inverse).
+* ``refine_tolerance(n, m, exact=None)`` chooses ``init``'s
+  ``refine_tolerance`` (see "Refinement" below), and ``noise_level(value)``
+  is the rounding noise under which two objective values count as equal
+  (see "Values at the limit of precision").
+
+The state itself is one ``[K, B]`` tensor (``K`` fields stacked, booleans and
+counters stored as 0/1 and whole numbers in the value dtype): XLA on CPU
+compiles each separately returned ``[B]`` field to its own kernel plus a copy
+at the loop boundary, and a stacked state turns the whole update into a
+handful of fused kernels per trip.
 
 Notation map (paper / MINPACK -> code): ``stp`` -> ``step``; ``stx, fx, gx``
 -> ``best_step, best_value, best_slope`` (the step with the least value of the
@@ -70,25 +77,25 @@ SciPy's L-BFGS-B runs it); by default (None) from the problem's size:
   roundoff-like error are refined. The memory then spans the whole space,
   the quasi-Newton model is complete after ``n`` pairs and Wolfe steps give
   superlinear convergence; refining nonquadratic lines only costs
-  evaluations (measured on `benchmarks/lbfgs_bench.py`'s problems: the
-  median evaluations rise from 35 to 40 with MODEL_TOLERANCE 1e-2, to 50.5
-  when every line is refined).
+  evaluations (docs/design.md, "Measured variants of the refinement").
 * ``n > m``: ``t = inf``, every trial with sufficient decrease is refined.
   The memory sees only an ``m``-dimensional slice of the curvature, and what
   the iterations keep of the rest comes from the conjugacy of near-exact
   steps (on a quadratic, L-BFGS with exact line searches makes the iterates
-  of conjugate gradients, for any ``m``). Measured on the PINN of
-  `benchmarks/pinn_bench.py` (921 weights), the loss after k iterations is
-  at or below TFP's (0.36-1.01x) where the quadratic-only rule lagged up to
-  5x, at about 2 evaluations per iteration against TFP's 2.9. The cost is
-  per evaluation: on Keras MLPs about 2 evaluations per iteration where
-  SciPy's L-BFGS-B makes 1.1, and a loss per evaluation no better than
-  SciPy's (worse on the MLPs). So the default suits `max_iterations` as the
+  of conjugate gradients, for any ``m``). On the PINN of
+  `benchmarks/pinn_bench.py` the loss after k iterations is then at or
+  below TFP's, where the quadratic-only rule lagged behind it, at fewer
+  evaluations per iteration than TFP's (benchmarks/README.md, "A PINN").
+  The cost is per evaluation: on Keras MLPs about two evaluations per
+  iteration where SciPy's L-BFGS-B makes about one, and a loss per
+  evaluation no better than SciPy's (benchmarks/README.md, "Keras: the
+  on-device loop against SciPy"). So the default suits `max_iterations` as the
   budget (TFP's users); with wall time as the budget, ``exact=False`` is the
   better choice, and the interfaces (`LbfgsOptimizerInterface`,
   `tf_extopt.keras.fit`) make it their default (see
-  `benchmarks/time_to_loss.py`). Rules in between were measured on the PINN
-  and the MLPs and none kept both the per-iteration progress and one
+  `benchmarks/time_to_loss.py`). Rules in between were tried on the PINN
+  and the MLPs (docs/design.md, "Measured variants of the refinement") and
+  none kept both the per-iteration progress and one
   evaluation per iteration: refining only where the predicted gain of the
   extra trial, or the distance of the Wolfe point from the line minimum,
   is large; refining quadratic-looking lines at tighter model tolerances;

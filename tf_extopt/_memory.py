@@ -9,16 +9,16 @@ layout ``[m, ..., n]`` with one transpose.
 Batch-minor because every operation on the memory is either elementwise or a
 dot product over ``n``: with the batch in the minor dimension the dot
 products reduce across rows and vectorise over members, and the per-member
-masks broadcast along rows. Measured in isolation for ``m = n = 10,
-B = 1000``: the push and the two-loop recursion each 20-35% faster than with
-``[m, B, n]``, under XLA and in plain graphs alike.
+masks broadcast along rows. Measured in isolation, the push and the
+two-loop recursion are both faster than with ``[m, B, n]``, under XLA and
+in plain graphs alike (docs/design.md, "The memory").
 
 A member that stores a pair moves its own column down by one position and
 writes the new pair last. That is one masked select over the buffer, which XLA
 fuses into a single pass; the shapes never change, so the loop compiles. A
 per-member ring buffer avoids the shift but must be put in order for each
 two-loop recursion, and every way of doing that (per-member gathers,
-permutation matmuls, a barrel shifter of rolls, scatter-and-gather) measured
+permutation matmuls, a barrel shifter of rolls, scatter-and-gather) was
 no faster, or much slower, on CPU.
 """
 
@@ -68,7 +68,8 @@ def push(memory, s, y, where):
     # Through a conditional, `where` reaches the shift as a computed [B]
     # array. Otherwise XLA fuses the whole line-search logic that decides
     # `where` into the shift and recomputes it for every element of the
-    # [m, n, B] buffers (measured: 3x the cost of the rest of the push).
+    # [m, n, B] buffers, several times the cost of the rest of the push
+    # (docs/design.md, "The memory").
     new_s, new_y, new_rho = tf.cond(
         tf.reduce_any(where), pushed,
         lambda: (memory.s, memory.y, memory.rho))
@@ -150,14 +151,13 @@ def direction(memory, gradient, initial_inverse_hessian=None):
 
   Under XLA each loop is a `tf.while_loop` over the `m` positions that carries
   only `q` (or `r`): unrolled, XLA's fusion duplicates work along the
-  dependent chain (measured 9x slower), and `tf.scan` would also stack every
+  dependent chain (much slower), and `tf.scan` would also stack every
   intermediate vector. Elsewhere (eager, plain graphs) the loops are unrolled
   in Python: there every op is a kernel launch and every `tf.while_loop`
-  trip a function call, and the unrolled form measured 25% faster in a
-  graph-mode batch of 1000.
+  trip a function call, and the unrolled form is faster in a graph-mode
+  batch (docs/design.md, "The memory").
   The loops have no `maximum_iterations`: their condition already bounds
-  them, and the extra counter costs XLA two more kernels per pass (measured
-  264 -> 217 kernels per solver trip in the loops).
+  them, and the extra counter costs XLA two more kernels per pass.
 
   Args:
     memory: `Memory`.

@@ -3,18 +3,16 @@
 L-BFGS-B's compact form multiplies thousands of tiny matrices per trip
 (`2m x 2m` blocks, and `n x 2m` ones summed over `n`). XLA's CPU backend
 runs a batched `dot` as one small matrix product per member, which costs
-about three times a broadcast product summed over the shared axis that XLA
-fuses into one pass (measured for B = 1000 under `jit_compile=True`:
-`[10, 10] x [10, 10]` 0.47 against 0.17 ms, `[100, 20] x [20, 20]` 6.1
-against 2.2 ms). Outside XLA the broadcast materialises its `[B, i, k, j]`
+several times a broadcast product summed over the shared axis that XLA
+fuses into one pass. Outside XLA the broadcast materialises its `[B, i, k, j]`
 product and is several times slower, so there the products stay
 `tf.linalg.matmul`. The same functions serve both, chosen at trace time.
 
-The broadcast only wins while the summed axis is short: with 40 or more terms
-XLA's reduction runs several times slower than its `dot` (measured, `[10, n]
-x [n, 10]`: 0.63 against 1.16 ms for n = 32, 1.66 against 1.40 for n = 40;
-`[20, n] x [n, 20]`: 13.5 against 2.7 ms for n = 40). Products summed over
-more than `MAX_FUSED_TERMS` use `dot` under XLA too.
+The broadcast only wins while the summed axis is short: with a long one
+XLA's reduction runs several times slower than its `dot`. Products summed
+over more than `MAX_FUSED_TERMS` use `dot` under XLA too. The measurements
+behind both limits are in benchmarks/README.md, "Where a direction's time
+goes".
 """
 
 import tensorflow as tf

@@ -39,8 +39,8 @@ def unconstrained_strategy(initial_inverse_hessian=None,
 
   def direction(x, g, memory, where=None):
     # Every member at once, unlike the bounded strategy: the two-loop
-    # recursion is cheap beside chunking's gathers (measured in chunks of
-    # 32: 1000 Rosenbrock-10 problems 0.88x -> 0.62x TFP's speed under XLA).
+    # recursion is cheap beside chunking's gathers, and chunks made plain
+    # L-BFGS batches slower (benchmarks/README.md, "Directions in chunks").
     del x, where
     return _memory.direction(memory, g, initial_inverse_hessian)
 
@@ -187,15 +187,14 @@ def _in_chunks(member_directions, where, x, g, memory, *per_member):
 
   A trip needs new directions only for the members whose line search just
   ended, and in a large batch most members are searching or already done:
-  the batch runs as many trips as its slowest member (94 for 1000 bounded
-  30-D Rosenbrock problems whose median member needs 36 evaluations). The
+  the batch runs as many trips as its slowest member, far more than its
+  median member needs. The
   `where` members are moved to the front, in batch order, and a
   `tf.while_loop` computes their directions in chunks of `CHUNK` members,
   as many chunks as they fill. Small chunks also keep a chunk's compact form
-  in a CPU's caches. Measured (`benchmarks/lbfgsb_bench.py`, one XLA call,
-  1000 members; same iterates): the batch's time fell 28% with chunks of
-  half the batch, 43% with 125 members, 50% with 64, 52% with 32 and 16
-  (n = 30); 57% with 32 at n = 100. Not done on GPU or TPU (untested), where
+  in a CPU's caches. Same iterates; the chunk sizes tried and the time
+  saved are in benchmarks/README.md, "Directions in chunks". Not done on GPU
+  or TPU (untested), where
   one wide batch is what keeps the device busy.
 
   Other members' directions are zero; the driver discards them.

@@ -11,7 +11,7 @@ __all__ = ["lbfgs_minimize"]
 
 # Like TFP's optimizers (which AutoGraph never converts), the solver is
 # plain TensorFlow: converting it inside a caller's `tf.function` only
-# costs tracing time (about 5 s per trace on a 2-core CPU).
+# costs tracing time, seconds per trace.
 @tf.autograph.experimental.do_not_convert
 def lbfgs_minimize(value_and_gradients_function,
                    initial_position,
@@ -95,10 +95,10 @@ def lbfgs_minimize(value_and_gradients_function,
 
   * The line search is Moré–Thuente with the refinement above, not
     Hager–Zhang, which never accepts its first trial; the same minima take
-    about half the evaluations.
+    fewer evaluations (benchmarks/README.md, "`lbfgs_minimize`").
   * `f_relative_tolerance` compares `|f_{k+1} - f_k|` with
-    `f_relative_tolerance * |f_k|`; TFP omits the absolute value
-    (TFP issue #1391), so its test never fires for negative objectives.
+    `f_relative_tolerance * |f_k|`; TFP omits the absolute value, so its
+    test never fires for negative objectives.
   * `initial_inverse_hessian_estimate` is supported (TFP raises).
   * A member whose pair has `s.y <= eps |g.s|`, or whose direction is not a
     descent direction, restarts from steepest descent; `failed` means even a
@@ -153,8 +153,9 @@ def lbfgs_minimize(value_and_gradients_function,
       as one XLA computation when the loop itself is not compiled with XLA.
       None does so in a graph (a `tf.function`, or an eager call, which runs
       as one) whose static batch size is at least 256, where it makes a
-      batch of small problems about twice as fast (the objective is not
-      compiled; the first call pays about two seconds of compilation). True
+      batch of small problems faster (the objective is not compiled; the
+      first call pays for the compilation; see benchmarks/README.md, "A
+      batch of 1000 Rosenbrock-10 problems"). True
       also applies it to small batches and to the op-by-op loop; False
       never. Under `jit_compile=True` it changes nothing.
     exact_line_search: keyword-only; None (default), True or False. Whether

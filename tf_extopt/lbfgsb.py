@@ -19,7 +19,7 @@ DENSE_RATIO = 2
 
 # Like TFP's optimizers (which AutoGraph never converts), the solver is
 # plain TensorFlow: converting it inside a caller's `tf.function` only
-# costs tracing time (about 5 s per trace on a 2-core CPU).
+# costs tracing time, seconds per trace.
 @tf.autograph.experimental.do_not_convert
 def lbfgsb_minimize(value_and_gradients_function,
                     initial_position,
@@ -184,8 +184,9 @@ def lbfgsb_minimize(value_and_gradients_function,
       as one XLA computation when the loop itself is not compiled with XLA.
       None does so in a graph (a `tf.function`, or an eager call, which runs
       as one) whose static batch size is at least 256, where it makes a
-      batch of small problems about twice as fast (the objective is not
-      compiled; the first call pays about two seconds of compilation). True
+      batch of small problems faster (the objective is not compiled; the
+      first call pays for the compilation; see benchmarks/README.md, "A
+      batch of 1000 Rosenbrock-10 problems"). True
       also applies it to small batches and to the op-by-op loop; False
       never. Under `jit_compile=True` it changes nothing.
     exact_line_search: keyword-only; None (default), True or False: as in
