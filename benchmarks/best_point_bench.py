@@ -1,6 +1,6 @@
 """What keeping the best point costs `LbfgsOptimizerInterface` per iteration.
 
-Since issue 13 the on-device objective records the best finite point it has
+The on-device objective records the best finite point it has
 evaluated in two variables (so that a chunk that raises still leaves the
 variables at the best point reached). This script times the same Keras 3
 MLPs as `keras_bench.py` with and without that recording, in one process:

@@ -19,7 +19,7 @@ how many distinct loss values its evaluations returned).
 
 Run: python benchmarks/clients_bench.py [--rounds 2] [--full]
   default: 500 collocation points, 300 Adam steps, maxiter 30 (a few minutes)
-  --full:  the issue's schedule, 2540 points, 1000 Adam steps, maxiter 1000
+  --full:  the full schedule, 2540 points, 1000 Adam steps, maxiter 1000
 """
 
 import argparse
@@ -183,7 +183,7 @@ def print_table(reports, args):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--full", action="store_true",
-                      help="the issue's schedule: 2540 points, 1000 Adam "
+                      help="the full schedule: 2540 points, 1000 Adam "
                       "steps, maxiter 1000")
   parser.add_argument("--domain", type=int, help="collocation points")
   parser.add_argument("--adam", type=int, help="Adam steps")

@@ -22,7 +22,7 @@ add a 4-byte stop vote per iteration).
 
 On this 2-core machine no speed-up is expected: the devices and workers
 share the same two cores. The table shows the overhead that distribution
-adds per evaluation; the target (issue 15) is at most 1.3x one device for
+adds per evaluation; the target is at most 1.3x one device for
 `MirroredStrategy` over 2 devices.
 
 Run: python benchmarks/distribute_bench.py [--iterations 50] [--repeats 3]

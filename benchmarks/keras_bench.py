@@ -15,7 +15,7 @@ weights, in the same process:
   the loss at the last iterate within `E` evaluations is compared, `E` being
   the smaller of the two runs' totals.
 
-Target (issue 4): on the 256 x 16 model the on-device path is at least 2x
+Target: on the 256 x 16 model the on-device path is at least 2x
 faster per iteration than the SciPy path.
 
 Rows: SciPy (the baseline), ours as built by default, ours with the

@@ -12,7 +12,7 @@ Each solver is traced and run once on a throwaway chunk before timing; the
 chunks of the two solvers alternate, so a busy spell on a shared machine
 slows both. Wall times are cumulative over the timed chunks.
 
-Targets (issue 11): at equal iterations, tf_extopt's loss within 2x of TFP's;
+Targets: at equal iterations, tf_extopt's loss within 2x of TFP's;
 at equal wall time, lower than TFP's.
 
 Run: python benchmarks/pinn_bench.py [--long]
@@ -100,7 +100,7 @@ def print_tables(ours, theirs):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--long", action="store_true",
-                      help="the issue's setting: 1000 Adam steps, then 1000 "
+                      help="the full setting: 1000 Adam steps, then 1000 "
                            "L-BFGS iterations (several minutes per solver)")
   parser.add_argument("--adam-steps", type=int, default=None)
   parser.add_argument("--iterations", type=int, default=None)

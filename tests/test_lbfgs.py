@@ -608,7 +608,7 @@ def test_tolerances_stop_early(regime):
 
 
 def test_f_relative_tolerance_uses_absolute_value(regime):
-  """TFP issue #1391: a negative objective must still trigger the test."""
+  """Unlike TFP's, the relative test must fire for negative objectives."""
   function = quadratic(np.zeros(3), np.ones(3))
   shifted = lambda x: (function(x)[0] - 100.0, function(x)[1])
   results = solve(regime, shifted, np.array([3.0, 2.0, 1.0]),
