@@ -42,7 +42,8 @@ setuptools.setup(
         "examples": ["matplotlib"],
         # The documentation site (mkdocs.yml): mkdocstrings reads the
         # docstrings with griffe, statically, so TensorFlow is not imported.
-        "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26"],
+        "docs": ["mkdocs>=1.6", "mkdocstrings[python]>=0.26",
+                 "pymdown-extensions"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",
