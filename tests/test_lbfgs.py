@@ -18,7 +18,7 @@ import tensorflow_probability as tfp
 from scipy.stats import special_ortho_group
 
 import tf_extopt
-from tf_extopt import _linesearch
+from tf_extopt._solver import _linesearch
 from tf_extopt import test_problems
 from tests import _solver_regimes
 from tests._solver_regimes import regime  # pylint: disable=unused-import

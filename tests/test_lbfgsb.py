@@ -24,13 +24,13 @@ import scipy.optimize
 import tensorflow as tf
 
 import tf_extopt
-from tf_extopt import _cauchy
-from tf_extopt import _compact
-from tf_extopt import _dense
-from tf_extopt import _memory
-from tf_extopt import _small
-from tf_extopt import _strategies
-from tf_extopt import _subspace
+from tf_extopt._solver._lbfgsb import _cauchy
+from tf_extopt._solver._lbfgsb import _compact
+from tf_extopt._solver._lbfgsb import _dense
+from tf_extopt._solver import _memory
+from tf_extopt._solver._lbfgsb import _small
+from tf_extopt._solver import _strategies
+from tf_extopt._solver._lbfgsb import _subspace
 from tf_extopt import lbfgsb
 from tf_extopt import test_problems
 from tests._solver_regimes import REGIMES

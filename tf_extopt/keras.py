@@ -66,10 +66,10 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
-from tf_extopt import _checkpoint
-from tf_extopt import _distribute
-from tf_extopt import _packing
-from tf_extopt import _run
+from tf_extopt._interface import _checkpoint
+from tf_extopt._interface import _distribute
+from tf_extopt._interface import _packing
+from tf_extopt._interface import _run
 from tf_extopt import _validation
 
 __all__ = ["fit"]

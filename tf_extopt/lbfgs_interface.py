@@ -61,8 +61,8 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
-from tf_extopt import _checkpoint
-from tf_extopt import _run
+from tf_extopt._interface import _checkpoint
+from tf_extopt._interface import _run
 from tf_extopt import _validation
 from tf_extopt.external_optimizer import ExternalOptimizerInterface
 from tf_extopt.lbfgs import lbfgs_minimize

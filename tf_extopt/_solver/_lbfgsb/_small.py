@@ -19,7 +19,7 @@ more than `MAX_FUSED_TERMS` use `dot` under XLA too.
 
 import tensorflow as tf
 
-from tf_extopt import _context
+from tf_extopt._solver import _context
 
 __all__ = ["matmul", "matvec", "MAX_FUSED_TERMS"]
 

@@ -10,7 +10,7 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
-from tf_extopt import _evaluators
+from tf_extopt._interface import _evaluators
 
 
 def _variable_reads(graph, variables):

@@ -27,9 +27,9 @@ decompositions cost milliseconds for a batch of 1000 tiny matrices.
 import numpy as np
 import tensorflow as tf
 
-from tf_extopt import _cauchy
-from tf_extopt import _compact
-from tf_extopt import _memory
+from tf_extopt._solver._lbfgsb import _cauchy
+from tf_extopt._solver._lbfgsb import _compact
+from tf_extopt._solver import _memory
 
 __all__ = ["bfgs_matrix", "cauchy_point", "explicit_newton_step"]
 
