@@ -132,3 +132,26 @@ def test_solver_knows_nothing_of_the_interface(path):
                     "tf_extopt.lbfgs_interface")]
   assert not wrong, "%s imports the interface wing: %s" % (
       os.path.relpath(path, _PACKAGE), wrong)
+
+
+def test_evaluators_have_the_protocol_methods():
+  # The protocols in `_interface/_evaluators.py` say what `_run` and the
+  # interfaces use; both evaluators (and their bound runs) must have it.
+  from tf_extopt._interface import _eager_evaluator  # pylint: disable=g-import-not-at-top
+  from tf_extopt._interface import _evaluators  # pylint: disable=g-import-not-at-top
+  from tf_extopt._interface import _graph_evaluator  # pylint: disable=g-import-not-at-top
+
+  def methods(protocol):
+    return [name for name, value in vars(protocol).items()
+            if callable(value) and not name.startswith("_")]
+
+  assert methods(_evaluators.BoundRun) == [
+      "value_and_grad", "value", "constraints", "fetch", "read", "assign"]
+  for cls in (_graph_evaluator._GraphRun, _eager_evaluator._EagerRun):  # pylint: disable=protected-access
+    for name in methods(_evaluators.BoundRun):
+      assert callable(getattr(cls, name, None)), (cls, name)
+  for cls in (_graph_evaluator.GraphEvaluator,
+              _eager_evaluator.EagerEvaluator):
+    for name in methods(_evaluators.Evaluator):
+      assert callable(getattr(cls, name, None)), (cls, name)
+    assert isinstance(cls.compiles_on_first_call, bool)
