@@ -21,6 +21,8 @@ import tf_extopt
 from tf_extopt._solver import _linesearch
 from tf_extopt import test_problems
 from tests import _solver_regimes
+from tests._problems import quadratic
+from tests._problems import skewed_quadratic
 from tests._solver_regimes import solver_regime  # pylint: disable=unused-import
 from tests._solver_regimes import run
 from tests._tracing_helpers import xla_compiled_calls
@@ -43,18 +45,6 @@ def tfp_solve(value_and_gradients_function, start, **kwargs):
   results = tf.function(lambda x: tfp.optimizer.lbfgs_minimize(
       value_and_gradients_function, x, **kwargs))(tf.constant(start))
   return tf.nest.map_structure(lambda t: t.numpy(), results)
-
-
-def quadratic(minimum, scales):
-  return test_problems.value_and_gradients(
-      lambda x: tf.reduce_sum(scales * (x - minimum) ** 2, axis=-1))
-
-
-def skewed_quadratic(minimum, hessian):
-  def value(x):
-    y = x - minimum
-    return tf.reduce_sum(y * tf.linalg.matvec(hessian, y), axis=-1) / 2
-  return test_problems.value_and_gradients(value)
 
 
 def himmelblau(x):
