@@ -35,7 +35,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tensorflow_probability as tfp  # pylint: disable=g-import-not-at-top
 
 import tf_extopt  # pylint: disable=g-import-not-at-top
-from tf_extopt import _eager  # pylint: disable=g-import-not-at-top
+from tf_extopt._solver import _eager  # pylint: disable=g-import-not-at-top
 
 LAYERS = (2, 20, 20, 20, 1)
 NUM_POINTS = 2540

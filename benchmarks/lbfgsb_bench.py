@@ -43,10 +43,10 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import tf_extopt  # pylint: disable=g-import-not-at-top
 from tf_extopt import test_problems  # pylint: disable=g-import-not-at-top
 # Private modules, for part 3, which times the solver's own pieces.
-from tf_extopt import _cauchy  # pylint: disable=g-import-not-at-top
-from tf_extopt import _compact  # pylint: disable=g-import-not-at-top
-from tf_extopt import _memory  # pylint: disable=g-import-not-at-top
-from tf_extopt import _subspace  # pylint: disable=g-import-not-at-top
+from tf_extopt._solver._lbfgsb import _cauchy  # pylint: disable=g-import-not-at-top
+from tf_extopt._solver._lbfgsb import _compact  # pylint: disable=g-import-not-at-top
+from tf_extopt._solver import _memory  # pylint: disable=g-import-not-at-top
+from tf_extopt._solver._lbfgsb import _subspace  # pylint: disable=g-import-not-at-top
 
 SCIPY_FTOL = 2.220446049250313e-09   # SciPy's default factr * eps.
 PGTOL = 1e-5

@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tf_extopt  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_extopt import _checkpoint  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_extopt._interface import _checkpoint  # pylint: disable=g-import-not-at-top,wrong-import-position
 import _distribute_helpers as helpers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

@@ -1,9 +1,11 @@
 """The execution regimes of the solver tests, as TFP's tests have them.
 
-A test that takes the `regime` fixture runs eagerly, inside `tf.function`
-and under `jit_compile=True`; `run(regime, fn, *args)` does the wrapping and
-returns NumPy values. `run` also knows "session" (a TF1 graph run by a
-`tf.compat.v1.Session`), for tests that parametrize `regime` themselves.
+A test that takes the `solver_regime` fixture runs eagerly, inside
+`tf.function` and under `jit_compile=True`; `run(regime, fn, *args)` does
+the wrapping and returns NumPy values. `run` also knows "session" (a TF1
+graph run by a `tf.compat.v1.Session`), for tests that parametrize
+`solver_regime` themselves. (Named apart from `tests/_regimes.py`'s `regime`
+fixture, an interface `Regime`: eager mode or a TF1 graph session.)
 Errors `fn` raises while being traced propagate as they are, so error tests
 run in every regime too.
 """
@@ -15,7 +17,7 @@ REGIMES = ("eager", "function", "xla")
 
 
 @pytest.fixture(params=REGIMES)
-def regime(request):
+def solver_regime(request):
   """The execution regime of a test: eager, tf.function or XLA."""
   return request.param
 

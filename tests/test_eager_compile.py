@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import tf_extopt
-from tf_extopt import _eager
+from tf_extopt._solver import _eager
 from tf_extopt import test_problems
 
 DTYPES = (np.float32, np.float64)

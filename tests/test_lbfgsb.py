@@ -6,10 +6,10 @@ sit at which bound). The problems run as one mixed batch, each member with
 its own box, in every regime (eager, tf.function, XLA) and dtype, and with
 both representations of the limited-memory matrix (the explicit n x n one
 that small problems use, and the compact one); the compiled functions are
-built once per regime, dtype and representation and reused. Then: the
+built once per solver_regime, dtype and representation and reused. Then: the
 unconstrained case against `lbfgs_minimize`, projection of the start, shapes,
 warm start, non-finite values, and every bad input with its error; as in
-TFP's tests, each of these runs in every regime through the `regime`
+TFP's tests, each of these runs in every regime through the `solver_regime`
 fixture. The unit tests of the private linear algebra (dense vs compact
 matrix, the small inverses, the subspace step) run eagerly on fixed
 tensors.
@@ -24,18 +24,18 @@ import scipy.optimize
 import tensorflow as tf
 
 import tf_extopt
-from tf_extopt import _cauchy
-from tf_extopt import _compact
-from tf_extopt import _dense
-from tf_extopt import _memory
-from tf_extopt import _small
-from tf_extopt import _strategies
-from tf_extopt import _subspace
+from tf_extopt._solver._lbfgsb import _cauchy
+from tf_extopt._solver._lbfgsb import _compact
+from tf_extopt._solver._lbfgsb import _dense
+from tf_extopt._solver import _memory
+from tf_extopt._solver._lbfgsb import _small
+from tf_extopt._solver import _strategies
+from tf_extopt._solver._lbfgsb import _subspace
 from tf_extopt import lbfgsb
 from tf_extopt import test_problems
 from tests._solver_regimes import REGIMES
 from tests._solver_regimes import in_regime
-from tests._solver_regimes import regime  # pylint: disable=unused-import
+from tests._solver_regimes import solver_regime  # pylint: disable=unused-import
 from tests._solver_regimes import run
 from tests._solver_regimes import to_numpy
 
@@ -163,8 +163,8 @@ def representation_in_use(representation):
 
 
 @functools.lru_cache(maxsize=None)
-def solver(regime, dtype, representation):
-  """The mixed-batch solver for a regime, dtype and representation."""
+def solver(solver_regime, dtype, representation):
+  """The mixed-batch solver for a solver_regime, dtype and representation."""
   kinds, a, b, lower, upper, _ = _stack(NAMES)
   function = mixed_objective(kinds, a, b)
 
@@ -174,7 +174,7 @@ def solver(regime, dtype, representation):
         upper_bounds=upper.astype(dtype), tolerance=TOLERANCE[dtype],
         max_iterations=200)
 
-  call = in_regime(regime, call)
+  call = in_regime(solver_regime, call)
 
   def call_with_representation(x):
     with representation_in_use(representation):
@@ -184,9 +184,9 @@ def solver(regime, dtype, representation):
 
 
 @functools.lru_cache(maxsize=None)
-def mixed_batch_results(regime, dtype, representation):
+def mixed_batch_results(solver_regime, dtype, representation):
   start = _stack(NAMES)[-1].astype(dtype)
-  results = solver(regime, dtype, representation)(tf.constant(start))
+  results = solver(solver_regime, dtype, representation)(tf.constant(start))
   return tf.nest.map_structure(lambda t: t.numpy(), results)
 
 
@@ -211,30 +211,31 @@ def check_member(results, index, name, dtype):
 # cover rather than the full product.
 _COMPACT_CASES = (("eager", np.float32), ("function", np.float64),
                   ("xla", np.float32))
-CASES = [pytest.param(regime, dtype, "dense",
-                      id="%s-%s-dense" % (regime, np.dtype(dtype).name))
-         for regime in REGIMES for dtype in DTYPES] + [
-             pytest.param(regime, dtype, "compact",
-                          id="%s-%s-compact" % (regime, np.dtype(dtype).name))
-             for regime, dtype in _COMPACT_CASES]
+CASES = [pytest.param(solver_regime, dtype, "dense",
+                      id="%s-%s-dense" % (solver_regime, np.dtype(dtype).name))
+         for solver_regime in REGIMES for dtype in DTYPES] + [
+             pytest.param(solver_regime, dtype, "compact",
+                          id="%s-%s-compact" % (solver_regime,
+                                                np.dtype(dtype).name))
+             for solver_regime, dtype in _COMPACT_CASES]
 
 
-@pytest.mark.parametrize("regime, dtype, representation", CASES)
+@pytest.mark.parametrize("solver_regime, dtype, representation", CASES)
 @pytest.mark.parametrize("name", NAMES)
-def test_same_minimiser_and_active_set_as_scipy(name, regime, dtype,
+def test_same_minimiser_and_active_set_as_scipy(name, solver_regime, dtype,
                                                 representation):
   """Each problem, as one member of the mixed batch, against SciPy."""
-  results = mixed_batch_results(regime, dtype, representation)
+  results = mixed_batch_results(solver_regime, dtype, representation)
   index = NAMES.index(name)
   check_member(results, index, name, dtype)
   if dtype == np.float64:
     assert results.converged[index], name
 
 
-@pytest.mark.parametrize("regime, dtype, representation", CASES)
-def test_mixed_batch_all_members(regime, dtype, representation):
+@pytest.mark.parametrize("solver_regime, dtype, representation", CASES)
+def test_mixed_batch_all_members(solver_regime, dtype, representation):
   """The whole mixed batch: every member solved, each with its own box."""
-  results = mixed_batch_results(regime, dtype, representation)
+  results = mixed_batch_results(solver_regime, dtype, representation)
   for index, name in enumerate(NAMES):
     check_member(results, index, name, dtype)
   assert not results.failed.any()
@@ -343,23 +344,24 @@ def solve_one(kinds, a, b, lower, upper, start):
 
 
 @functools.lru_cache(maxsize=None)
-def solve_one_in(regime):
-  """`solve_one` in `regime`, traced once for every problem (same shapes)."""
-  return in_regime(regime, solve_one)
+def solve_one_in(solver_regime):
+  """`solve_one` in `solver_regime`, traced once (same shapes for all)."""
+  return in_regime(solver_regime, solve_one)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_alone_equals_in_batch_and_tracks_scipy_evaluations(name, regime):
+def test_alone_equals_in_batch_and_tracks_scipy_evaluations(name,
+                                                            solver_regime):
   """A member's path does not depend on the batch; counts track SciPy's."""
   data = [tf.constant(v) for v in _stack([name])]
-  results = solve_one_in(regime)(*data)
-  batch = mixed_batch_results(regime, np.float64, "dense")
+  results = solve_one_in(solver_regime)(*data)
+  batch = mixed_batch_results(solver_regime, np.float64, "dense")
   index = NAMES.index(name)
   # XLA vectorises a batch of 1 and a batch of 9 differently, so their
   # rounding (not their path) differs.
   np.testing.assert_allclose(results.position.numpy()[0],
                              batch.position[index],
-                             atol=1e-8 if regime == "xla" else 1e-12)
+                             atol=1e-8 if solver_regime == "xla" else 1e-12)
   assert results.converged.numpy()[0]
   reference = scipy_result(name)
   # SciPy stops a little later (gtol 1e-10); ours may use a few more on the
@@ -367,17 +369,17 @@ def test_alone_equals_in_batch_and_tracks_scipy_evaluations(name, regime):
   assert results.num_objective_evaluations.numpy() <= 1.5 * reference.nfev + 3
 
 
-def test_unbounded_matches_lbfgs_minimize(regime):
+def test_unbounded_matches_lbfgs_minimize(solver_regime):
   """No bounds (None, or all infinite): exactly `lbfgs_minimize`. In a batch
   with bounded members, an unbounded member takes the same path."""
   function = test_problems.value_and_gradients(test_problems._rosenbrock)
   start = tf.constant(np.array([[-1.2, 1.0, -1.2, 1.0],
                                 [0.5, 0.5, 0.5, 0.5]]))
-  plain = run(regime, lambda x: tf_extopt.lbfgs_minimize(
+  plain = run(solver_regime, lambda x: tf_extopt.lbfgs_minimize(
       function, x, tolerance=1e-9, max_iterations=200), start)
   for lower, upper in ((None, None), (-np.inf, np.inf),
                        (np.full(N, -np.inf), None)):
-    bounded = run(regime, lambda x: tf_extopt.lbfgsb_minimize(
+    bounded = run(solver_regime, lambda x: tf_extopt.lbfgsb_minimize(
         function, x, lower, upper, tolerance=1e-9, max_iterations=200),
                   start)
     np.testing.assert_array_equal(bounded.position, plain.position)
@@ -386,7 +388,7 @@ def test_unbounded_matches_lbfgs_minimize(regime):
     assert bounded.num_iterations == plain.num_iterations
     np.testing.assert_array_equal(bounded.converged, plain.converged)
 
-  mixed = run(regime, lambda x: tf_extopt.lbfgsb_minimize(
+  mixed = run(solver_regime, lambda x: tf_extopt.lbfgsb_minimize(
       function, x, [np.full(N, -np.inf), np.full(N, -1.5)],
       [np.full(N, np.inf), np.full(N, 0.8)], tolerance=1e-9,
       max_iterations=200), start)
@@ -396,12 +398,12 @@ def test_unbounded_matches_lbfgs_minimize(regime):
   assert mixed.position[1, 0] == 0.8
 
 
-def test_start_outside_box_is_projected(regime):
+def test_start_outside_box_is_projected(solver_regime):
   """Starting outside the box is starting from its projection."""
   _, _, _, lower, upper, start = _stack(NAMES)
   outside = start + np.where(np.arange(N) % 2 == 0, 10.0, -10.0)
   assert np.any(outside < lower) and np.any(outside > upper)
-  solve = solver(regime, np.float64, "dense")
+  solve = solver(solver_regime, np.float64, "dense")
   far = solve(tf.constant(outside))
   clipped = solve(tf.constant(np.clip(outside, lower, upper)))
   np.testing.assert_array_equal(far.position.numpy(),
@@ -410,7 +412,7 @@ def test_start_outside_box_is_projected(regime):
           == clipped.num_objective_evaluations.numpy())
 
 
-def test_bounds_broadcast_over_batch_shape(regime):
+def test_bounds_broadcast_over_batch_shape(solver_regime):
   """Position [2, 3, n]; bounds [n], [3, n] (per member of the inner axis)
   and scalars all broadcast; the function sees the position's shape."""
   target = np.linspace(-2.0, 2.0, N)
@@ -423,7 +425,7 @@ def test_bounds_broadcast_over_batch_shape(regime):
 
   start = np.zeros((2, 3, N))
   upper = np.stack([np.full(N, 0.5), np.full(N, 1.0), np.full(N, 3.0)])
-  results = run(regime, lambda x: tf_extopt.lbfgsb_minimize(
+  results = run(solver_regime, lambda x: tf_extopt.lbfgsb_minimize(
       function, x, -1.0, upper, tolerance=1e-10), start)
   expected = np.clip(target, -1.0, upper)
   np.testing.assert_allclose(results.position,
@@ -432,11 +434,11 @@ def test_bounds_broadcast_over_batch_shape(regime):
   assert seen and all(shape == (2, 3, N) for shape in seen)
 
 
-def test_list_bounds_with_none_entries(regime):
+def test_list_bounds_with_none_entries(solver_regime):
   """SciPy-style per-variable `None` means no bound on that variable."""
   function = test_problems.value_and_gradients(
       lambda x: tf.reduce_sum((x - 2.0) ** 2, axis=-1))
-  results = run(regime, lambda x: tf_extopt.lbfgsb_minimize(
+  results = run(solver_regime, lambda x: tf_extopt.lbfgsb_minimize(
       function, x, lower_bounds=[0.0, None, 0.0],
       upper_bounds=[1.0, None, 5.0], tolerance=1e-10), np.zeros(3))
   np.testing.assert_allclose(results.position, [1.0, 2.0, 2.0], atol=1e-9)
@@ -469,7 +471,7 @@ def test_dynamic_batch_shape(jit_compile):
                                  atol=1e-7)
 
 
-def test_warm_start_in_two_pieces_equals_one_run(regime):
+def test_warm_start_in_two_pieces_equals_one_run(solver_regime):
   kinds, a, b, lower, upper, start = _stack(NAMES)
   function = mixed_objective(kinds, a, b)
   kwargs = dict(lower_bounds=lower, upper_bounds=upper, tolerance=1e-9)
@@ -483,24 +485,24 @@ def test_warm_start_in_two_pieces_equals_one_run(regime):
                                      previous_optimizer_results=previous,
                                      max_iterations=max_iterations, **kwargs)
 
-  solve = in_regime(regime, solve)
+  solve = in_regime(solver_regime, solve)
   whole = to_numpy(solve(tf.constant(start), tf.constant(40)))
   first = solve(tf.constant(start), tf.constant(15))
-  second = to_numpy(in_regime(regime, resume)(first, tf.constant(40)))
+  second = to_numpy(in_regime(solver_regime, resume)(first, tf.constant(40)))
   first = to_numpy(first)
   assert first.num_iterations == 15
   np.testing.assert_allclose(second.position, whole.position, atol=1e-12)
   assert second.num_objective_evaluations >= whole.num_objective_evaluations
 
 
-def test_fields_match_lbfgs_minimize(regime):
+def test_fields_match_lbfgs_minimize(solver_regime):
   assert tf_extopt.LBfgsOptimizerResults._fields == (
       "converged", "failed", "num_iterations", "num_objective_evaluations",
       "position", "objective_value", "objective_gradient", "position_deltas",
       "gradient_deltas")
   function = test_problems.value_and_gradients(
       lambda x: tf.reduce_sum(x ** 2, axis=-1))
-  results = run(regime, lambda x: tf_extopt.lbfgsb_minimize(
+  results = run(solver_regime, lambda x: tf_extopt.lbfgsb_minimize(
       function, x, 0.5, 2.0, num_correction_pairs=4),
                 np.ones([2, 3], np.float32))
   assert isinstance(results, tf_extopt.LBfgsOptimizerResults)
@@ -509,7 +511,7 @@ def test_fields_match_lbfgs_minimize(regime):
   np.testing.assert_allclose(results.position, 0.5)
 
 
-def test_non_finite_trial_shrinks_and_non_finite_start_fails(regime):
+def test_non_finite_trial_shrinks_and_non_finite_start_fails(solver_regime):
   """Outside x < 1.5 the objective is NaN; the box allows up to 3."""
 
   def function(x):
@@ -518,7 +520,7 @@ def test_non_finite_trial_shrinks_and_non_finite_start_fails(regime):
                      tf.constant(np.nan, x.dtype), value)
     return value, 2.0 * (x - 2.0)
 
-  results = run(regime, lambda x: tf_extopt.lbfgsb_minimize(
+  results = run(solver_regime, lambda x: tf_extopt.lbfgsb_minimize(
       function, x, 0.0, 3.0, tolerance=1e-8, max_iterations=30),
                 np.array([[0.0, 0.0], [np.nan, 0.0]], np.float32))
   # The NaN trials past 1.5 shrank the steps: the first member reached the
@@ -563,22 +565,23 @@ def _quadratic(x):
     (dict(stopping_condition=3), TypeError,
      r"`stopping_condition` must be callable"),
 ])
-def test_bad_input_raises_at_once(kwargs, error, match, regime):
+def test_bad_input_raises_at_once(kwargs, error, match, solver_regime):
   """Static bad input raises at the call, or while tracing: in every regime."""
   with pytest.raises(error, match=match):
-    run(regime, lambda: tf_extopt.lbfgsb_minimize(
+    run(solver_regime, lambda: tf_extopt.lbfgsb_minimize(
         _quadratic, tf.ones([2, 3], tf.float64), **kwargs))
 
 
-def test_bad_positions_and_functions(regime):
+def test_bad_positions_and_functions(solver_regime):
   with pytest.raises(ValueError, match="Exactly one of `initial_position`"):
-    run(regime, lambda: tf_extopt.lbfgsb_minimize(_quadratic, None, 0.0, 1.0))
+    run(solver_regime,
+        lambda: tf_extopt.lbfgsb_minimize(_quadratic, None, 0.0, 1.0))
   with pytest.raises(TypeError, match="`initial_position` must have a "
                      "floating dtype"):
-    run(regime, lambda: tf_extopt.lbfgsb_minimize(
+    run(solver_regime, lambda: tf_extopt.lbfgsb_minimize(
         _quadratic, tf.ones([3], tf.int32), 0.0, 1.0))
   with pytest.raises(TypeError, match="returned a value of dtype float32"):
-    run(regime, lambda: tf_extopt.lbfgsb_minimize(
+    run(solver_regime, lambda: tf_extopt.lbfgsb_minimize(
         lambda x: (tf.zeros([], tf.float32), x), tf.ones([3], tf.float64),
         0.0, 1.0))
 
@@ -646,7 +649,7 @@ def test_quasi_definite_inverse_and_its_failure_flag():
                                rtol=1e-8, atol=1e-10)
 
 
-def test_quasi_definite_inverse_with_a_diagonal_block(regime):
+def test_quasi_definite_inverse_with_a_diagonal_block(solver_regime):
   """`diagonal_p` (the compact form's `D`) inverts the same matrix."""
   rng = np.random.RandomState(2)
   k = 5
@@ -655,7 +658,7 @@ def test_quasi_definite_inverse_with_a_diagonal_block(regime):
   a = rng.randn(3, k, k)
   a = a @ np.transpose(a, [0, 2, 1])
   p[2, 1] = -1.0                        # P not positive definite
-  inverse, ok = run(regime, functools.partial(
+  inverse, ok = run(solver_regime, functools.partial(
       _compact.quasi_definite_inverse, diagonal_p=True), p, c, a)
   np.testing.assert_array_equal(ok, [True, True, False])
   for i in (0, 1):
@@ -665,7 +668,7 @@ def test_quasi_definite_inverse_with_a_diagonal_block(regime):
 
 
 @pytest.mark.parametrize("terms", [3, _small.MAX_FUSED_TERMS + 1])
-def test_small_products_match_numpy(regime, terms):
+def test_small_products_match_numpy(solver_regime, terms):
   """Both ways `_small` multiplies (broadcast and `dot`), all transposes."""
   rng = np.random.RandomState(terms)
   a, b = rng.randn(4, 3, terms), rng.randn(4, terms, 2)
@@ -679,7 +682,7 @@ def test_small_products_match_numpy(regime, terms):
             _small.matmul(a_t, b_t, transpose_a=True, transpose_b=True),
             _small.matvec(a, v), _small.matvec(a_t, v, transpose_a=True))
 
-  results = run(regime, products, a, b, v)
+  results = run(solver_regime, products, a, b, v)
   for product in results[:4]:
     np.testing.assert_allclose(product, a @ b, rtol=1e-12)
   for product in results[4:]:
@@ -687,7 +690,7 @@ def test_small_products_match_numpy(regime, terms):
                                rtol=1e-12)
 
 
-def test_compact_cauchy_point_equals_the_sorted_one(regime):
+def test_compact_cauchy_point_equals_the_sorted_one(solver_regime):
   """Next breakpoint by minimum per trip = SciPy's sorted visit.
 
   Against `_dense.cauchy_point`, which sorts the breakpoints and recomputes
@@ -715,7 +718,7 @@ def test_compact_cauchy_point_equals_the_sorted_one(regime):
     dense = _dense.cauchy_point(x, g, lower, upper, theta, matrix)
     return cauchy, dense.x, dense.free, compact.w
 
-  cauchy, dense_x, dense_free, w = run(regime, both, x, g, lower, upper)
+  cauchy, dense_x, dense_free, w = run(solver_regime, both, x, g, lower, upper)
   np.testing.assert_allclose(cauchy.x, dense_x, rtol=1e-10, atol=1e-12)
   np.testing.assert_array_equal(cauchy.free, dense_free)
   np.testing.assert_allclose(
@@ -727,7 +730,7 @@ def test_compact_cauchy_point_equals_the_sorted_one(regime):
 
 @pytest.mark.parametrize("n", [4, 12])             # dense, compact (m = 4)
 @pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
-def test_directions_in_chunks_equal_the_whole_batch(regime, n, share,
+def test_directions_in_chunks_equal_the_whole_batch(solver_regime, n, share,
                                                     monkeypatch):
   """Only the members that ask get a direction, and the same one.
 
@@ -751,10 +754,10 @@ def test_directions_in_chunks_equal_the_whole_batch(regime, n, share,
     strategy = _strategies.bounded_strategy(lower, upper, lbfgsb.DENSE_RATIO)
     return strategy.direction(x, g, memory, where)
 
-  chunked = run(regime, directions, x, g, lower, upper, where)
+  chunked = run(solver_regime, directions, x, g, lower, upper, where)
   # Every member's direction at once.
   monkeypatch.setattr(_strategies, "CHUNKED_MIN_BATCH", np.inf)
-  whole = run(regime, directions, x, g, lower, upper, where)
+  whole = run(solver_regime, directions, x, g, lower, upper, where)
   np.testing.assert_allclose(chunked[where], whole[where], rtol=1e-12,
                              atol=1e-14)
   np.testing.assert_array_equal(chunked[~where], 0.0)

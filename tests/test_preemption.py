@@ -19,7 +19,7 @@ import tensorflow as tf
 
 import keras
 import tf_extopt
-from tf_extopt import _checkpoint
+from tf_extopt._interface import _checkpoint
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _distribute_helpers as helpers  # pylint: disable=g-import-not-at-top,wrong-import-position

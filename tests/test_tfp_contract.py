@@ -22,8 +22,8 @@ from scipy.stats import special_ortho_group
 
 import tf_extopt
 from tf_extopt import test_problems
-from tests.test_lbfgs import quadratic as diagonal_bowl
-from tests.test_lbfgs import skewed_quadratic as rotated_bowl
+from tests._problems import quadratic as diagonal_bowl
+from tests._problems import skewed_quadratic as rotated_bowl
 
 REGIMES = ("eager", "function", "session")
 

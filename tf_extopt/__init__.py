@@ -1,6 +1,6 @@
 """tf_extopt: the best optimiser for the job, in TensorFlow 2."""
 
-from tf_extopt._eager import NotCompiledWarning
+from tf_extopt._solver._eager import NotCompiledWarning
 from tf_extopt._results import LBfgsOptimizerResults
 from tf_extopt._results import converged_all
 from tf_extopt._results import converged_any

@@ -53,9 +53,9 @@ import warnings
 import numpy as np
 from scipy.optimize import OptimizeResult
 
-from tf_extopt import _distribute
-from tf_extopt import _problem
-from tf_extopt import _run
+from tf_extopt._interface import _distribute
+from tf_extopt._interface import _problem
+from tf_extopt._interface import _run
 
 __all__ = ["ExternalOptimizerInterface", "ScipyOptimizerInterface"]
 

@@ -66,10 +66,10 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
-from tf_extopt import _checkpoint
-from tf_extopt import _distribute
-from tf_extopt import _packing
-from tf_extopt import _run
+from tf_extopt._interface import _checkpoint
+from tf_extopt._interface import _distribute
+from tf_extopt._interface import _packing
+from tf_extopt._interface import _run
 from tf_extopt import _validation
 
 __all__ = ["fit"]
@@ -151,19 +151,6 @@ def _override_loss_fn(model, keras_module, loss):
   return fn
 
 
-def _unpack_batch(batch):
-  if isinstance(batch, (tuple, list)):
-    if len(batch) == 1:
-      return batch[0], None, None
-    if len(batch) == 2:
-      return batch[0], batch[1], None
-    if len(batch) == 3:
-      return tuple(batch)
-    raise ValueError("Dataset elements must be x, (x,), (x, y) or (x, y, "
-                     "sample_weight); got a tuple of %d." % len(batch))
-  return batch, None, None
-
-
 def _num_samples(x):
   leaf = tf.nest.flatten(x)[0]
   return tf.cast(tf.shape(leaf)[0], tf.float64)
@@ -191,6 +178,9 @@ class _Objective:
     self._variables = variables
     self._data = (x, y, sample_weight)
     self._dataset = dataset
+    # A dataset element as `(x, y, sample_weight)`, the way the model's
+    # Keras unpacks it in `fit`.
+    self._unpack = _keras_module(model).utils.unpack_x_y_sample_weight
 
   def _loss_on(self, x, y, sw):
     y_pred = self._model(x, training=True)
@@ -202,7 +192,7 @@ class _Objective:
     variables = self._variables
 
     def reduce_fn(state, batch):
-      x, y, sw = _unpack_batch(batch)
+      x, y, sw = self._unpack(batch)
       with tf.GradientTape(watch_accessed_variables=False) as tape:
         for v in variables:
           tape.watch(v)
@@ -252,12 +242,12 @@ class _Objective:
     else:
       num_samples = int(self._dataset.reduce(
           tf.constant(0., tf.float64),
-          lambda count, batch: count + _num_samples(_unpack_batch(batch)[0])))
+          lambda count, batch: count + _num_samples(self._unpack(batch)[0])))
       inputs = strategy.experimental_distribute_dataset(self._dataset)
     total = tf.constant(float(num_samples), tf.float64)
 
     def contribution(batch):
-      x, y, sw = _unpack_batch(batch)
+      x, y, sw = self._unpack(batch)
       if tf.nest.flatten(x)[0].shape[:1] == [0]:
         # A replica's share is empty (fewer samples than replicas). Keras,
         # seeing that statically, returns the empty per-sample losses

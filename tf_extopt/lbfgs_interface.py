@@ -61,8 +61,8 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
-from tf_extopt import _checkpoint
-from tf_extopt import _run
+from tf_extopt._interface import _checkpoint
+from tf_extopt._interface import _run
 from tf_extopt import _validation
 from tf_extopt.external_optimizer import ExternalOptimizerInterface
 from tf_extopt.lbfgs import lbfgs_minimize
@@ -91,10 +91,6 @@ TRACE_BUDGET = 2 ** 22
 CHUNK_SECONDS = 1.0
 # The first chunk, whose time is mostly tracing, is this long at most.
 FIRST_CHUNK = 32
-
-_STATUS_CONVERGED = 0
-_STATUS_MAX_ITERATIONS = 1
-_STATUS_FAILED = 2
 
 _LINE_SEARCH_FAILED = (
     "Failed: the line search could not decrease the loss along the search "
@@ -677,17 +673,17 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface,
     """The `OptimizeResult` of a run that ended with results `r`."""
     fun = float(r.objective_value)
     if bool(r.converged):
-      status, message = _STATUS_CONVERGED, "Converged."
+      status, message = _run.STATUS_CONVERGED, "Converged."
     elif bool(r.failed):
       # A failed run stays at its last accepted point: finite unless it is
       # the start point.
       finite = (math.isfinite(fun)
                 and bool(np.isfinite(r.objective_gradient).all()))
-      status, message = _STATUS_FAILED, (
+      status, message = _run.STATUS_FAILED, (
           _LINE_SEARCH_FAILED if finite else
           "Failed: the loss or gradient is not finite at the start point.")
     else:
-      status, message = _STATUS_MAX_ITERATIONS, (
+      status, message = _run.STATUS_MAX_ITERATIONS, (
           "Stopped after max_iterations=%d iterations." % max_iterations)
     return OptimizeResult(
         x=r.position.astype(np.float64), fun=fun,

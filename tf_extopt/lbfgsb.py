@@ -3,9 +3,9 @@
 import numpy as np
 import tensorflow as tf
 
-from tf_extopt import _driver
-from tf_extopt import _eager
-from tf_extopt import _strategies
+from tf_extopt._solver import _driver
+from tf_extopt._solver import _eager
+from tf_extopt._solver import _strategies
 from tf_extopt import _validation
 
 __all__ = ["lbfgsb_minimize"]

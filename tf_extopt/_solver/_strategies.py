@@ -10,14 +10,14 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from tf_extopt import _cauchy
-from tf_extopt import _compact
-from tf_extopt import _context
-from tf_extopt import _convergence
-from tf_extopt import _dense
-from tf_extopt import _driver
-from tf_extopt import _memory
-from tf_extopt import _subspace
+from tf_extopt._solver._lbfgsb import _cauchy
+from tf_extopt._solver._lbfgsb import _compact
+from tf_extopt._solver import _context
+from tf_extopt._solver import _convergence
+from tf_extopt._solver._lbfgsb import _dense
+from tf_extopt._solver import _driver
+from tf_extopt._solver import _memory
+from tf_extopt._solver._lbfgsb import _subspace
 
 # SciPy's L-BFGS-B cap on a step that no bound limits (``stpmx``).
 MAX_STEP = 1e10

@@ -18,10 +18,10 @@ import warnings
 
 import tensorflow as tf
 
-from tf_extopt import _distribute
-from tf_extopt import _eager_evaluator
-from tf_extopt import _graph_evaluator
-from tf_extopt import _packing
+from tf_extopt._interface import _distribute
+from tf_extopt._interface import _eager_evaluator
+from tf_extopt._interface import _graph_evaluator
+from tf_extopt._interface import _packing
 
 
 def _as_list(value, name):

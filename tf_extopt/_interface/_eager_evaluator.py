@@ -7,9 +7,9 @@ strategy, each evaluation runs on every replica through `_distribute`.
 import numpy as np
 import tensorflow as tf
 
-from tf_extopt import _distribute
-from tf_extopt import _evaluators
-from tf_extopt import _packing
+from tf_extopt._interface import _distribute
+from tf_extopt._interface import _evaluators
+from tf_extopt._interface import _packing
 
 
 def _fetch_value(fetch):

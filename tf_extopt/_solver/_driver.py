@@ -51,10 +51,10 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from tf_extopt import _context
-from tf_extopt import _convergence
-from tf_extopt import _linesearch
-from tf_extopt import _memory
+from tf_extopt._solver import _context
+from tf_extopt._solver import _convergence
+from tf_extopt._solver import _linesearch
+from tf_extopt._solver import _memory
 from tf_extopt import _validation
 from tf_extopt._results import LBfgsOptimizerResults
 from tf_extopt._results import converged_all

@@ -36,7 +36,66 @@ This module holds what both evaluators share: the loss check, the
 "depends on no variable" check and the `fetches` check.
 """
 
+import typing
+
+import numpy as np
 import tensorflow as tf
+
+
+class BoundRun(typing.Protocol):
+  """What `bind` returns: one `minimize` call's evaluations (NumPy in, out).
+
+  This is all `_run` and the interfaces use of it; `_GraphRun` and
+  `_EagerRun` implement it.
+  """
+
+  fetches: list  # The checked `fetches` of this call.
+
+  def value_and_grad(self, x: np.ndarray) -> typing.Tuple[np.ndarray, list]:
+    """`(out, fetched)`: `out[0]` the loss, `out[1:]` the packed gradient."""
+
+  def value(self, x: np.ndarray) -> typing.Tuple[float, list]:
+    """`(loss, fetched)`, no gradient (gradient-free methods)."""
+
+  def constraints(self, kind: str, x: np.ndarray
+                  ) -> typing.Tuple[np.ndarray, np.ndarray]:
+    """`(values [m], jacobian [m, n])` of the `kind` ('eq'/'ineq') ones."""
+
+  def fetch(self, x: np.ndarray) -> list:
+    """Assigns `x`; returns the `fetches` evaluated there."""
+
+  def read(self) -> np.ndarray:
+    """The variables' current values, packed (float64)."""
+
+  def assign(self, x: np.ndarray) -> None:
+    """Assigns the packed point `x` to the variables."""
+
+
+class Evaluator(typing.Protocol):
+  """What `_problem.Problem.evaluator` is: `GraphEvaluator`/`EagerEvaluator`.
+
+  `minimize` uses `bind`; on-device optimizers (`lbfgs_interface`) also
+  build their solver through `value_and_gradient_tf`, `compile` and `scope`.
+  """
+
+  packer: typing.Any  # The `_packing.VariablePacker` of the variables.
+  # Whether `compile` defers its work to the first call (eager) or builds
+  # the ops at once (graph mode).
+  compiles_on_first_call: bool
+
+  def bind(self, session, feed_dict, fetches, run_kwargs) -> BoundRun:
+    """Checks one call's arguments; returns its `BoundRun`."""
+
+  def value_and_gradient_tf(self, x: tf.Tensor, observe=None
+                            ) -> typing.Tuple[tf.Tensor, tf.Tensor]:
+    """TF-level float64 `(loss, packed_gradient)` at packed `x`."""
+
+  def scope(self) -> typing.ContextManager:
+    """Where to create state (variables) for compiled functions."""
+
+  def compile(self, fn, input_signature, name, jit_compile=None
+              ) -> typing.Callable:
+    """`fn` as `call(run, *args) -> NumPy outputs`."""
 
 
 def as_scalar_loss(loss, what="loss"):

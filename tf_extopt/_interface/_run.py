@@ -22,6 +22,12 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
+# `OptimizeResult.status` values of a run that ends with L-BFGS's own
+# outcome (as SciPy's L-BFGS-B numbers them; set by lbfgs_interface).
+STATUS_CONVERGED = 0
+STATUS_MAX_ITERATIONS = 1
+STATUS_FAILED = 2
+
 # `OptimizeResult.status` values the interfaces set themselves, beside the
 # optimizer's own codes.
 STATUS_RESTORED = 97  # A Keras callback set the weights after the run.

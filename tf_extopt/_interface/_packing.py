@@ -197,6 +197,12 @@ def constraint_box(constraint, shape):
   return -high, high
 
 
+# Not merged with `lbfgsb._bound`, which parses `lbfgsb_minimize`'s bounds:
+# that one takes Tensors in the solver's dtype, broadcast to a batch
+# `[..., n]` with possibly unknown shapes, checks NaN and +/-inf on the wrong
+# side with run-time assertions when traced, and raises TypeError for
+# non-numbers. This one reads contrib's `var_to_bounds`, one variable at a
+# time: NumPy, broadcast to that variable's shape, ValueError naming it.
 def _bound_array(bound, default, var, which):
   """One side of a variable's bounds as a flat float64 array."""
   shape = tuple(var.shape.as_list())

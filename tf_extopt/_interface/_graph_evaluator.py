@@ -5,12 +5,13 @@ The evaluator protocol is described in `_evaluators`. The graph walk here
 that on-device optimizers can evaluate the loss at new points inside a loop.
 """
 
+import collections
 import contextlib
 
 import numpy as np
 import tensorflow as tf
 
-from tf_extopt import _evaluators
+from tf_extopt._interface import _evaluators
 
 
 def _variable_reads(graph, variables):
@@ -130,6 +131,18 @@ def _control_flow_v2():
       tf.compat.v1.disable_control_flow_v2()
 
 
+# The ops a `GraphEvaluator` builds in the loss's graph, which its bound
+# runs (`_GraphRun`) execute through the session.
+SessionOps = collections.namedtuple("SessionOps", [
+    "x",  # float64 placeholder [n]: the packed point `assign` writes.
+    "assign",  # Assigns `x` to the variables.
+    "read",  # The variables' values, packed (float64 [n]).
+    "loss",  # The loss as a float64 scalar.
+    "loss_and_grad",  # float64 [1 + n]: the loss, then the packed gradient.
+    "constraints",  # kind ('eq'/'ineq') -> (values [m], jacobian [m, n]).
+])
+
+
 class GraphEvaluator:
   """Evaluates a graph-mode loss through a `tf.compat.v1.Session`.
 
@@ -164,16 +177,15 @@ class GraphEvaluator:
     self._loss_of_values = None
     variables = packer.variables
     with self.graph.as_default(), tf.name_scope("external_optimizer"):
-      self._x = tf.compat.v1.placeholder(tf.float64, [packer.size], name="x")
-      self._assign_op = packer.assign(self._x)
-      self._read = packer.pack_values()
+      x = tf.compat.v1.placeholder(tf.float64, [packer.size], name="x")
+      assign_op = packer.assign(x)
+      read = packer.pack_values()
       loss64 = _evaluators.as_scalar_loss(loss)
       grads = tf.gradients(loss, variables)
       _evaluators.check_depends(grads)
-      self._loss = loss64
-      self._loss_and_grad = tf.concat(
+      loss_and_grad = tf.concat(
           [tf.reshape(loss64, [1]), packer.pack_tensors(grads)], axis=0)
-      self._constraints = {}
+      constraints = {}
       for kind, tensors in (("eq", equalities), ("ineq", inequalities)):
         if not tensors:
           continue
@@ -182,7 +194,9 @@ class GraphEvaluator:
           values.append(
               _evaluators.as_scalar_loss(t, "%s constraint %d" % (kind, i)))
           rows.append(packer.pack_tensors(tf.gradients(t, variables)))
-        self._constraints[kind] = (tf.stack(values), tf.stack(rows))
+        constraints[kind] = (tf.stack(values), tf.stack(rows))
+    self.ops = SessionOps(x, assign_op, read, loss64, loss_and_grad,
+                          constraints)
 
   def bind(self, session, feed_dict, fetches, run_kwargs):
     """Checks per-call arguments; returns the bound evaluator of one run."""
@@ -272,7 +286,7 @@ class _GraphRun:
   """
 
   def __init__(self, evaluator, session, feed_dict, fetches, run_kwargs):
-    self._e = evaluator
+    self._ops = evaluator.ops
     self.session = session
     # Our own copy: we add nothing to it, but a caller may keep mutating
     # theirs while a callback runs.
@@ -281,26 +295,26 @@ class _GraphRun:
     self.run_kwargs = run_kwargs
 
   def _set(self, x):
-    self.session.run(self._e._assign_op, feed_dict={self._e._x: x},
+    self.session.run(self._ops.assign, feed_dict={self._ops.x: x},
                       **self.run_kwargs)
 
   def value_and_grad(self, x):
     self._set(x)
     out, fetched = self.session.run(
-        [self._e._loss_and_grad, self.fetches], feed_dict=self.feed_dict,
+        [self._ops.loss_and_grad, self.fetches], feed_dict=self.feed_dict,
         **self.run_kwargs)
     return out, fetched
 
   def value(self, x):
     self._set(x)
-    f, fetched = self.session.run([self._e._loss, self.fetches],
+    f, fetched = self.session.run([self._ops.loss, self.fetches],
                                    feed_dict=self.feed_dict,
                                    **self.run_kwargs)
     return f, fetched
 
   def constraints(self, kind, x):
     self._set(x)
-    return self.session.run(self._e._constraints[kind],
+    return self.session.run(self._ops.constraints[kind],
                              feed_dict=self.feed_dict, **self.run_kwargs)
 
   def fetch(self, x):
@@ -310,7 +324,7 @@ class _GraphRun:
                             **self.run_kwargs)
 
   def read(self):
-    return self.session.run(self._e._read, feed_dict=self.feed_dict)
+    return self.session.run(self._ops.read, feed_dict=self.feed_dict)
 
   def assign(self, x):
     self._set(np.asarray(x, dtype=np.float64))

@@ -37,7 +37,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from tf_extopt import _small
+from tf_extopt._solver._lbfgsb import _small
 
 __all__ = ["CauchyPoint", "path_breakpoints", "breakpoints",
            "generalized_cauchy_point", "dot", "segment_minimiser", "path_end"]

@@ -28,9 +28,9 @@ benchmarks/README.md, "Where a direction's time goes").
 import numpy as np
 import tensorflow as tf
 
-from tf_extopt import _cauchy
-from tf_extopt import _compact
-from tf_extopt import _memory
+from tf_extopt._solver._lbfgsb import _cauchy
+from tf_extopt._solver._lbfgsb import _compact
+from tf_extopt._solver import _memory
 
 __all__ = ["bfgs_matrix", "cauchy_point", "explicit_newton_step"]
 

@@ -26,7 +26,7 @@ import collections
 
 import tensorflow as tf
 
-from tf_extopt import _context
+from tf_extopt._solver import _context
 
 __all__ = ["Memory", "empty", "push", "reset", "select", "to_deltas",
            "from_deltas", "direction", "chronological"]

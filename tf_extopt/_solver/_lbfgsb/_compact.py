@@ -27,9 +27,9 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from tf_extopt import _context
-from tf_extopt import _memory
-from tf_extopt import _small
+from tf_extopt._solver import _context
+from tf_extopt._solver import _memory
+from tf_extopt._solver._lbfgsb import _small
 
 __all__ = ["CompactForm", "compact_form", "initial_scaling", "spd_inverse",
            "quasi_definite_inverse"]

@@ -27,9 +27,9 @@ All sets are masks over ``[B, n]``; fixed variables have zero rows in ``Z W``.
 
 import tensorflow as tf
 
-from tf_extopt import _cauchy
-from tf_extopt import _compact
-from tf_extopt import _small
+from tf_extopt._solver._lbfgsb import _cauchy
+from tf_extopt._solver._lbfgsb import _compact
+from tf_extopt._solver._lbfgsb import _small
 
 __all__ = ["compact_newton_step", "bring_inside"]
 

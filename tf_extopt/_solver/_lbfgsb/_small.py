@@ -17,7 +17,7 @@ goes".
 
 import tensorflow as tf
 
-from tf_extopt import _context
+from tf_extopt._solver import _context
 
 __all__ = ["matmul", "matvec", "MAX_FUSED_TERMS"]
 
