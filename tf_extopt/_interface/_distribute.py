@@ -242,17 +242,23 @@ def any_worker(strategy, flag):
   """
   if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return bool(flag)
-  vote = _VOTES.get(strategy)
-  if vote is None:
+  return bool(_summed(strategy, tf.constant(1. if flag else 0., tf.float32))
+              > 0)
+
+
+def _summed(strategy, value):
+  """`value` summed over the strategy's replicas, by a cached all-reduce."""
+  total = _SUMS.get(strategy)
+  if total is None:
     @tf.function(autograph=False)
-    def vote(flag):
-      votes = strategy.run(lambda: tf.identity(flag))
-      return strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)
-    _VOTES[strategy] = vote
-  return bool(vote(tf.constant(1. if flag else 0., tf.float32)) > 0)
+    def total(value):
+      values = strategy.run(lambda: tf.identity(value))
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None)
+    _SUMS[strategy] = total
+  return total(value)
 
 
-_VOTES = weakref.WeakKeyDictionary()
+_SUMS = weakref.WeakKeyDictionary()
 
 
 def same_on_all_workers(strategy, value):
@@ -265,17 +271,7 @@ def same_on_all_workers(strategy, value):
   """
   if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return True
-  total = _SUMS.get(strategy)
-  if total is None:
-    @tf.function(autograph=False)
-    def total(row):
-      rows = strategy.run(lambda: tf.identity(row))
-      return strategy.reduce(tf.distribute.ReduceOp.SUM, rows, axis=None)
-    _SUMS[strategy] = total
   value = float(value)
-  count, first, second = total(tf.constant([1., value, value * value],
-                                           tf.float64)).numpy()
+  count, first, second = _summed(
+      strategy, tf.constant([1., value, value * value], tf.float64)).numpy()
   return count * second == first * first
-
-
-_SUMS = weakref.WeakKeyDictionary()
