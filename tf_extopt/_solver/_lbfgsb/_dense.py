@@ -30,22 +30,20 @@ import tensorflow as tf
 
 from tf_extopt._solver._lbfgsb import _cauchy
 from tf_extopt._solver._lbfgsb import _compact
+from tf_extopt._solver._lbfgsb import _small
 from tf_extopt._solver import _memory
 
 __all__ = ["bfgs_matrix", "cauchy_point", "explicit_newton_step"]
 
 
 def _fused_matvec(matrix, vector):
-  """`[B, n, n] x [B, n] -> [B, n]` as a broadcast product and a sum.
+  """`[B, n, n] x [B, n] -> [B, n]`, broadcast in every call mode.
 
-  XLA fuses this into the surrounding elementwise pass, unlike a batched
-  matmul. The same broadcast as `_small.matvec` under XLA, but here outside
-  XLA too, where `_small.matvec` uses `tf.linalg.matvec`: that rounds
-  differently in float32, and this path keeps the float32 iterates of plain
-  graphs equal to those of the other call modes, which
-  `tests/test_eager_compile.py` compares; so it stays apart.
+  XLA fuses the broadcast into the surrounding elementwise pass, unlike a
+  batched matmul; outside XLA it keeps float32 iterates equal to the other
+  call modes' (see `_small.matvec`'s `fuse`).
   """
-  return tf.reduce_sum(matrix * vector[:, None, :], axis=-1)
+  return _small.matvec(matrix, vector, fuse=True)
 
 
 def bfgs_matrix(memory):

@@ -43,9 +43,17 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
   return tf.reduce_sum(a[..., :, None, :] * b[..., None, :, :], axis=-1)
 
 
-def matvec(a, v, transpose_a=False):
-  """`a @ v` for `a` `[..., i, k]` (or its transpose) and `v` `[..., k]`."""
-  if not _fuse(a.shape[-2] if transpose_a else a.shape[-1]):
+def matvec(a, v, transpose_a=False, fuse=None):
+  """`a @ v` for `a` `[..., i, k]` (or its transpose) and `v` `[..., k]`.
+
+  `fuse=None` broadcasts by the rule above (under XLA, short sums);
+  `fuse=True` always broadcasts, which `_dense` needs outside XLA too: there
+  `tf.linalg.matvec` rounds float32 differently, and the dense path's
+  iterates must be the same in every call mode.
+  """
+  if fuse is None:
+    fuse = _fuse(a.shape[-2] if transpose_a else a.shape[-1])
+  if not fuse:
     return tf.linalg.matvec(a, v, transpose_a=transpose_a)
   if transpose_a:
     return tf.reduce_sum(a * v[..., :, None], axis=-2)
