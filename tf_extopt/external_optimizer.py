@@ -47,7 +47,6 @@ Deliberate deviations from contrib:
 """
 
 import inspect
-import math
 import warnings
 
 import numpy as np
@@ -263,7 +262,8 @@ class ExternalOptimizerInterface:
         inequality_funcs=ineq_funcs, inequality_grad_funcs=ineq_grads,
         packed_bounds=packed_bounds, step_callback=step,
         optimizer_kwargs=self._copy_optimizer_kwargs(), loss_func=loss_func)
-    return self._finalize(self._call_minimize(kwargs), state)
+    return _run.honest_result(self._call_minimize(kwargs), state,
+                              self._packer.size, type(self).__name__)
 
   @staticmethod
   def _make_loss_funcs(state):
@@ -340,71 +340,6 @@ class ExternalOptimizerInterface:
       names = {p.name for p in params}
       kwargs = {k: v for k, v in kwargs.items() if k in names}
     return self._minimize(**kwargs)
-
-  def _finalize(self, raw, state):
-    """Turns what `_minimize` returned into an honest `OptimizeResult`.
-
-    When the optimizer ended on a non-finite point (or loss), or, without
-    constraints, on a worse point than one it evaluated, the best finite
-    point seen replaces its result: `success` is then False, `status` is
-    `STATUS_BEST_POINT`, and `x`, `fun` and `jac` all belong to the assigned
-    point (the optimizer's own status is kept as `optimizer_status`).
-    """
-    best = state.best
-    fun_known = True
-    if hasattr(raw, "keys") and "x" in raw:
-      result = raw if hasattr(raw, "__getattr__") else OptimizeResult(**raw)
-    else:
-      # A contrib-style subclass returns only the point; its loss is known
-      # only if that point was the best one evaluated.
-      x = np.asarray(raw, dtype=np.float64).reshape([-1])
-      fun_known = np.array_equal(x, best.x)
-      result = OptimizeResult(x=x, fun=best.f if fun_known else math.nan,
-                              success=True, status=0,
-                              message="%s._minimize returned a point." %
-                              type(self).__name__,
-                              nfev=state.nfev, nit=state.nit)
-      if fun_known and best.g is not None:
-        result["jac"] = best.g
-    x = np.asarray(result.x, dtype=np.float64).reshape([-1])
-    if x.shape != (self._packer.size,):
-      raise ValueError("%s._minimize returned a point of shape %s; expected "
-                       "(%d,)." % (type(self).__name__, x.shape,
-                                   self._packer.size))
-    fun = result.get("fun", math.nan)
-    try:
-      fun = float(np.asarray(fun).reshape([]))
-    except (TypeError, ValueError):
-      fun = math.nan
-    # -inf is a minimum (the solvers converge there), NaN and +inf are not.
-    non_finite = not np.isfinite(x).all() or (
-        fun_known and (math.isnan(fun) or fun == math.inf))
-    worse = (best.by_loss and fun_known and best.f < math.inf
-             and not fun <= best.f)
-    if not (non_finite or worse):
-      result["x"] = x
-      result["fun"] = fun
-      return result
-    if non_finite:
-      why = "the optimizer ended on a non-finite point or loss"
-    else:
-      why = "the optimizer ended on a worse point than one it evaluated"
-    if best.by_loss and best.f == math.inf:
-      kept = "no finite loss was seen, so the initial point is kept"
-    else:
-      kept = "the best finite point seen is assigned instead"
-    # Only the counters still hold; every other field (jac, hess_inv, ...)
-    # described the point that is not assigned.
-    counters = {k: result[k] for k in ("nit", "nfev", "njev", "nhev")
-                if k in result}
-    best_fields = dict(
-        success=False, status=_run.STATUS_BEST_POINT,
-        message="%s; %s. Optimizer's message: %s" % (
-            why, kept, result.get("message", "")),
-        optimizer_status=result.get("status"), **counters)
-    if not best.by_loss:
-      return OptimizeResult(x=best.x, fun=math.nan, **best_fields)
-    return best.result(**best_fields)
 
   def _minimize(self, initial_val, loss_grad_func, equality_funcs,
                 equality_grad_funcs, inequality_funcs, inequality_grad_funcs,

@@ -8,8 +8,8 @@ algorithm:
 * checking the user's callbacks, and turning `StopIteration` raised in any
   of them into an early stop (status 99) at the best point seen;
 * the best point: what the variables get if the run is cut short, or if the
-  optimizer ends on a non-finite or worse point (status 98, decided by the
-  interface);
+  optimizer ends on a non-finite or worse point (status 98,
+  `honest_result`);
 * assign-on-exit: the variables get the result's point on return, and the
   best point seen when anything (including `KeyboardInterrupt`) propagates;
 * per-iteration progress (`x, fun, nit, nfev`) through `progress_callback`;
@@ -207,3 +207,76 @@ def _log(result):
       lines.append("  %s: %%d" % label)
       args.append(int(result[key]))
   tf.get_logger().info("\n".join(lines), *args)
+
+
+def honest_result(raw, state, size, owner):
+  """Turns what a `_minimize` hook returned into an honest `OptimizeResult`.
+
+  When the optimizer ended on a non-finite point (or loss), or, without
+  constraints, on a worse point than one it evaluated, the best finite
+  point seen replaces its result: `success` is then False, `status` is
+  `STATUS_BEST_POINT`, and `x`, `fun` and `jac` all belong to the assigned
+  point (the optimizer's own status is kept as `optimizer_status`).
+
+  Args:
+    raw: What the hook returned: an `OptimizeResult` (or a dict with `x`),
+      or only the point.
+    state: The run's state (`best`, `nfev`, `nit`).
+    size: The packed point's length.
+    owner: The optimizer's class name, for messages.
+  """
+  best = state.best
+  fun_known = True
+  if hasattr(raw, "keys") and "x" in raw:
+    result = raw if hasattr(raw, "__getattr__") else OptimizeResult(**raw)
+  else:
+    # A contrib-style subclass returns only the point; its loss is known
+    # only if that point was the best one evaluated.
+    x = np.asarray(raw, dtype=np.float64).reshape([-1])
+    fun_known = np.array_equal(x, best.x)
+    result = OptimizeResult(x=x, fun=best.f if fun_known else math.nan,
+                            success=True, status=0,
+                            message="%s._minimize returned a point." %
+                            owner,
+                            nfev=state.nfev, nit=state.nit)
+    if fun_known and best.g is not None:
+      result["jac"] = best.g
+  x = np.asarray(result.x, dtype=np.float64).reshape([-1])
+  if x.shape != (size,):
+    raise ValueError("%s._minimize returned a point of shape %s; expected "
+                     "(%d,)." % (owner, x.shape,
+                                 size))
+  fun = result.get("fun", math.nan)
+  try:
+    fun = float(np.asarray(fun).reshape([]))
+  except (TypeError, ValueError):
+    fun = math.nan
+  # -inf is a minimum (the solvers converge there), NaN and +inf are not.
+  non_finite = not np.isfinite(x).all() or (
+      fun_known and (math.isnan(fun) or fun == math.inf))
+  worse = (best.by_loss and fun_known and best.f < math.inf
+           and not fun <= best.f)
+  if not (non_finite or worse):
+    result["x"] = x
+    result["fun"] = fun
+    return result
+  if non_finite:
+    why = "the optimizer ended on a non-finite point or loss"
+  else:
+    why = "the optimizer ended on a worse point than one it evaluated"
+  if best.by_loss and best.f == math.inf:
+    kept = "no finite loss was seen, so the initial point is kept"
+  else:
+    kept = "the best finite point seen is assigned instead"
+  # Only the counters still hold; every other field (jac, hess_inv, ...)
+  # described the point that is not assigned.
+  counters = {k: result[k] for k in ("nit", "nfev", "njev", "nhev")
+              if k in result}
+  best_fields = dict(
+      success=False, status=STATUS_BEST_POINT,
+      message="%s; %s. Optimizer's message: %s" % (
+          why, kept, result.get("message", "")),
+      optimizer_status=result.get("status"), **counters)
+  if not best.by_loss:
+    return OptimizeResult(x=best.x, fun=math.nan, **best_fields)
+  return best.result(**best_fields)
