@@ -22,12 +22,13 @@ import tf_extopt
 from tf_extopt import ExternalOptimizerInterface
 from tf_extopt import LbfgsOptimizerInterface
 from tf_extopt import ScipyOptimizerInterface
+from tests import _solver_regimes
 from tests._scipy_interface_helpers import graph_session
 from tests._scipy_interface_helpers import rosen_tf
 
 v1 = tf.compat.v1
 
-REGIMES = ("eager", "function", "xla")
+REGIMES = _solver_regimes.REGIMES
 DTYPES = (np.float32, np.float64)
 
 
@@ -46,15 +47,10 @@ SOLVERS = {"lbfgs": tf_extopt.lbfgs_minimize, "lbfgsb": _lbfgsb}
 
 def _run(regime, solver, fn, x0, **kwargs):
   """Calls `solver` in `regime`; returns NumPy results."""
-  if x0 is not None:
-    x0 = tf.constant(x0)
-
-  def call(x):
-    return SOLVERS[solver](fn, x, **kwargs)
-
-  if regime != "eager":
-    call = tf.function(call, jit_compile=regime == "xla")
-  return tf.nest.map_structure(np.asarray, call(x0))
+  starts = () if x0 is None else (x0,)
+  return _solver_regimes.run(
+      regime, lambda *x: SOLVERS[solver](fn, *(x or (None,)), **kwargs),
+      *starts)
 
 
 # --- Solvers: errors ------------------------------------------------------------

@@ -22,6 +22,7 @@ from scipy.stats import special_ortho_group
 
 import tf_extopt
 from tf_extopt import test_problems
+from tests import _solver_regimes
 from tests._problems import quadratic as diagonal_bowl
 from tests._problems import skewed_quadratic as rotated_bowl
 
@@ -30,16 +31,12 @@ REGIMES = ("eager", "function", "session")
 
 def run(regime, function, start, **kwargs):
   """`lbfgs_minimize` in `regime`, results as NumPy."""
-  call = lambda x: tf_extopt.lbfgs_minimize(function, x, **kwargs)
-  constant = lambda: None if start is None else tf.constant(start)
-  if regime == "session":
-    with tf.Graph().as_default() as graph:
-      results = call(constant())
-      with tf.compat.v1.Session(graph=graph) as session:
-        return session.run(results)
-  if regime == "function":
-    call = tf.function(call)
-  return tf.nest.map_structure(lambda t: t.numpy(), call(constant()))
+  starts = () if start is None else (start,)
+  return _solver_regimes.run(
+      regime,
+      lambda *x: tf_extopt.lbfgs_minimize(function, *(x or (None,)),
+                                          **kwargs),
+      *starts)
 
 
 _TFP_COUNTS = {}
