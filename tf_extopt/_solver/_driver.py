@@ -139,6 +139,22 @@ def _static_flat_shape(static_position_shape):
   return tf.TensorShape([size, static_position_shape[-1]])
 
 
+def per_member(x, value, dtype=None):
+  """`value` for each member of the `[B, n]` batch `x`, as a `[B]` tensor.
+
+  Its static shape is `x`'s batch size, as every `[B]` tensor of the loop's
+  state has (`x[:, 0]` would fail for an empty problem, n = 0). `dtype`
+  defaults to `x`'s.
+  """
+  return tf.reduce_sum(tf.zeros_like(x, dtype), axis=-1) + value
+
+
+def _placeholder_search(value):
+  """A search state for members that have none yet (never stepped)."""
+  ones = tf.ones_like(value)
+  return _linesearch.init(ones, value, -ones, ones)
+
+
 def unevaluated_state(x, memory, iteration):
   """A start at `x` whose objective the loop's first trip evaluates.
 
@@ -148,14 +164,12 @@ def unevaluated_state(x, memory, iteration):
   objective's part, the larger one for a neural network. Until that trip
   `num_evaluations` is 0; `memory` must be empty.
   """
-  f = tf.reduce_sum(tf.zeros_like(x), axis=-1) + np.inf  # [B], static B
+  f = per_member(x, np.inf)
   no = tf.zeros_like(f, tf.bool)
-  placeholder_search = _linesearch.init(
-      tf.ones_like(f), tf.zeros_like(f), -tf.ones_like(f), tf.ones_like(f))
   return _State(
       iteration=iteration, num_evaluations=tf.constant(0), x=x, f=f,
       g=tf.zeros_like(x), memory=memory, converged=no, failed=no,
-      direction=tf.zeros_like(x), search=placeholder_search,
+      direction=tf.zeros_like(x), search=_placeholder_search(tf.zeros_like(f)),
       best_gradient=tf.zeros_like(x))
 
 
@@ -185,12 +199,10 @@ def _open(x, f, g, memory, iteration, num_evaluations, converged, failed,
   if strategy.valid is not None:
     failed = failed | ~strategy.valid
     converged = converged & strategy.valid
-  placeholder_search = _linesearch.init(
-      tf.ones_like(f), f, -tf.ones_like(f), tf.ones_like(f))
   state = _State(
       iteration=iteration, num_evaluations=num_evaluations, x=x, f=f, g=g,
       memory=memory, converged=converged, failed=failed,
-      direction=tf.zeros_like(x), search=placeholder_search,
+      direction=tf.zeros_like(x), search=_placeholder_search(f),
       best_gradient=g)
   return _start_searches(state, everyone & _active(state, config), strategy,
                          empty_memory)
@@ -346,7 +358,11 @@ XLA_UPDATE_MIN_BATCH = 256
 
 
 def _most_iterations(state):
-  """The batch's iteration count (0 for an empty batch), as TFP counts it."""
+  """The batch's iteration count, as TFP counts it.
+
+  0 for an empty batch, as in TFP (`reduce_max` alone gives the int32
+  minimum there).
+  """
   return tf.maximum(tf.reduce_max(state.iteration), 0)
 
 
@@ -469,9 +485,7 @@ def to_results(state, position_shape, batch_shape):
   return LBfgsOptimizerResults(
       converged=tf.reshape(state.converged, batch_shape),
       failed=tf.reshape(state.failed, batch_shape),
-      # An empty batch has taken zero iterations (reduce_max alone gives
-      # the int32 minimum), as in TFP.
-      num_iterations=tf.maximum(tf.reduce_max(state.iteration), 0),
+      num_iterations=_most_iterations(state),
       num_objective_evaluations=state.num_evaluations,
       position=tf.reshape(state.x, position_shape),
       objective_value=tf.reshape(state.f, batch_shape),
@@ -573,7 +587,7 @@ def minimize(value_and_gradients_function, initial_position,
 
   # [B] with the batch's static size, so that every state the loop
   # carries has the same shapes.
-  no_iterations = tf.reduce_sum(tf.zeros_like(x, tf.int32), axis=-1)
+  no_iterations = per_member(x, 0, tf.int32)
   if previous_optimizer_results is None:
     state = start(x, no_iterations)
   else:

@@ -53,10 +53,10 @@ def unconstrained_strategy(initial_inverse_hessian=None,
 
   def max_step(x, d):
     del d
-    return _per_member(x, MAX_STEP)
+    return _driver.per_member(x, MAX_STEP)
 
   def initial_step(d, iteration, memory):
-    one = _per_member(d, 1.0)
+    one = _driver.per_member(d, 1.0)
     if initial_inverse_hessian is not None:
       return one
     first = tf.equal(iteration, 0) & tf.equal(memory.count, 0)
@@ -149,7 +149,7 @@ def bounded_strategy(lower, upper, dense_ratio):
     return tf.where(unbounded, tf.fill(tf.shape(feasible), big), feasible)
 
   def initial_step(d, iteration, memory):
-    one = _per_member(d, 1.0)
+    one = _driver.per_member(d, 1.0)
     first = tf.equal(iteration, 0) & tf.equal(memory.count, 0)
     inverse_norm = tf.math.divide_no_nan(one, tf.norm(d, axis=-1))
     bounded_first = tf.where(boxed, one, tf.minimum(inverse_norm, one))
@@ -164,15 +164,6 @@ def bounded_strategy(lower, upper, dense_ratio):
       stationarity=stationarity, max_step=max_step,
       initial_step=initial_step, project=project,
       reset_on_bad_curvature=False, valid=valid)
-
-
-def _per_member(x, value):
-  """`value` for each member of the `[B, n]` batch `x`, as a `[B]` tensor.
-
-  Its static shape is `x`'s batch size, as every `[B]` tensor of the loop's
-  state has (`x[:, 0]` would fail for an empty problem, n = 0).
-  """
-  return tf.reduce_sum(tf.zeros_like(x), axis=-1) + value
 
 
 def _chunked(x):
