@@ -712,8 +712,12 @@ def _jsonable(value):
   return value
 
 
-def _restore(backup, identity, model, strategy):
+def _restore(backup, identity, model, strategy, counts_carried):
   """Restores the model's weights from `backup`, if there is one.
+
+  `counts_carried`: the optimizer resumes from the saved solver state,
+  which carries the iteration and evaluation counts on; otherwise (SciPy,
+  which counts from 0 again) the backup's counts are offsets to add.
 
   Every worker reads the backup (only the chief writes it), then all check
   that they read the same one: a backup directory that is not shared
@@ -722,7 +726,7 @@ def _restore(backup, identity, model, strategy):
 
   Returns:
     `(restored, solver_state)`: None and None without a backup; else the
-    meta for `_Epochs` (with the SciPy offsets `nit_offset` and
+    meta for `_Epochs` (with the count offsets `nit_offset` and
     `nfev_offset`) and the solver's serialized state (or None).
 
   Raises:
@@ -743,7 +747,10 @@ def _restore(backup, identity, model, strategy):
   weights = [arrays["weight/%d" % i] for i in range(len(model.weights))]
   model.set_weights(weights)
   solver = arrays.get("solver")
-  restored = dict(meta, nit_offset=meta["nit"], nfev_offset=meta["nfev"])
+  if counts_carried:
+    restored = dict(meta, nit_offset=0, nfev_offset=0)
+  else:
+    restored = dict(meta, nit_offset=meta["nit"], nfev_offset=meta["nfev"])
   return restored, None if solver is None else solver.tobytes()
 
 
@@ -906,6 +913,7 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     objective = objective.replica_loss(strategy)
 
   options = dict(options)  # Never mutate the caller's dicts.
+  on_device = method.lower() == "lbfgs"
   callbacks = _callback_list(K, callbacks)
   backup, callbacks = _take_backup(K, callbacks)
   bounds = _constraint_bounds(model, variables,
@@ -913,12 +921,13 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
   restored, solver_state = None, None
   if backup is not None:
     identity = _fit_identity(model, variables, method, options, bounds, loss)
-    restored, solver_state = _restore(backup, identity, model, strategy)
-    if restored is not None and method.lower() == "lbfgs":
-      # The restored solver state carries the counts on.
-      restored.update(nit_offset=0, nfev_offset=0)
+    restored, solver_state = _restore(backup, identity, model, strategy,
+                                      counts_carried=on_device)
+  # Only the chief writes the backup, as Keras does; every worker holds the
+  # same weights and solver state.
+  writes_backup = backup is not None and _distribute.is_chief(strategy)
   stop_at_max = False
-  if method.lower() == "lbfgs":
+  if on_device:
     if "max_iterations" in options:
       raise ValueError("Pass max_iterations as fit's own argument, not as a "
                        "method option.")
@@ -969,16 +978,14 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     return logs
 
   after_epoch = None
-  if backup is not None and _distribute.is_chief(strategy):
-    # Only the chief writes the backup, as Keras does; every worker holds
-    # the same weights and solver state.
+  if writes_backup:
     last_saved = [0 if restored is None else restored["nit"]]
 
     def after_epoch(nit, nfev):
       if nit // backup.every <= last_saved[0] // backup.every:
         return
       arrays = {"weight/%d" % i: w for i, w in enumerate(model.get_weights())}
-      if method.lower() == "lbfgs":
+      if on_device:
         state = opt.state
         if int(state.num_iterations) != nit:
           # Chunks end where backups are due (`_chunk_multiple`), so this
@@ -997,10 +1004,10 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
                    after_epoch=after_epoch)
   if not max_iterations:
     history = epochs.end(None)
-    if backup is not None and _distribute.is_chief(strategy):
+    if writes_backup:
       backup.end()
     return history
-  if (restored is not None and method.lower() != "lbfgs"
+  if (restored is not None and not on_device
       and restored["nit"] >= max_iterations):
     # The backup's run had made all its iterations (killed before it
     # ended): SciPy would still make one with maxiter=0.
@@ -1011,7 +1018,7 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
         "before the restored backup." % max_iterations)
   else:
     result = opt.minimize(progress_callback=epochs)
-  if restored is not None and method.lower() != "lbfgs":
+  if restored is not None and not on_device:
     # The whole run's counts, as the on-device solver's results keep them.
     result = OptimizeResult(result)
     result["nit"] = int(result.get("nit", 0)) + restored["nit_offset"]
@@ -1019,7 +1026,7 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
   packer = _packing.VariablePacker(variables)
   held = packer.pack_values().numpy()
   history = epochs.end(result)
-  if backup is not None and _distribute.is_chief(strategy):
+  if writes_backup:
     backup.end()
   # Every worker runs the same callbacks on the same logs; vote anyway, so
   # that all of them make the evaluation (an all-reduce) or none.
