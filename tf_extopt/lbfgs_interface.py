@@ -561,12 +561,13 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface,
     """Minimizes the loss on the device and assigns the optimum.
 
     The arguments are those of `ExternalOptimizerInterface.minimize`, except
-    that `step_callback(x)`, `loss_callback(*fetched)` and
-    `progress_callback(progress)` are called once per chunk of
-    `iterations_per_call` iterations, at the chunk's end point (`progress`
-    has the solver's own `fun`, `nit` and `nfev` there: no evaluation is
-    added). Raising `StopIteration` in any of them ends the run at that
-    point.
+    that `step_callback(x)` and `progress_callback(progress)` are called
+    once per iteration, replayed after the compiled chunk that made it
+    (once per chunk, at its end, under `jit_compile=True` or in graph mode
+    with `iterations_per_call` set), and `loss_callback(*fetched)` once per
+    chunk, at its end point (see the class docstring). `progress` has the
+    solver's own `fun`, `nit` and `nfev`: no evaluation is added. Raising
+    `StopIteration` in any of them ends the run at the point it saw.
 
     Returns:
       A `scipy.optimize.OptimizeResult` with `x` (packed float64 point now
