@@ -236,16 +236,14 @@ def honest_result(raw, state, size, owner):
     fun_known = np.array_equal(x, best.x)
     result = OptimizeResult(x=x, fun=best.f if fun_known else math.nan,
                             success=True, status=0,
-                            message="%s._minimize returned a point." %
-                            owner,
+                            message="%s._minimize returned a point." % owner,
                             nfev=state.nfev, nit=state.nit)
     if fun_known and best.g is not None:
       result["jac"] = best.g
   x = np.asarray(result.x, dtype=np.float64).reshape([-1])
   if x.shape != (size,):
     raise ValueError("%s._minimize returned a point of shape %s; expected "
-                     "(%d,)." % (owner, x.shape,
-                                 size))
+                     "(%d,)." % (owner, x.shape, size))
   fun = result.get("fun", math.nan)
   try:
     fun = float(np.asarray(fun).reshape([]))
