@@ -52,13 +52,13 @@ import warnings
 import numpy as np
 from scipy.optimize import OptimizeResult
 
-from tf_extopt._interface import _distribute
-from tf_extopt._interface import _problem
+from tf_extopt._interface import _base
 from tf_extopt._interface import _run
 
 __all__ = ["ExternalOptimizerInterface", "ScipyOptimizerInterface"]
 
-class ExternalOptimizerInterface:
+
+class ExternalOptimizerInterface(_base.VariableOptimizer):
   """Base class for interfaces with external optimization algorithms.
 
   Subclass this and implement `_minimize` to wrap a new algorithm;
@@ -82,9 +82,12 @@ class ExternalOptimizerInterface:
   It returns the packed optimum (as contrib subclasses do) or an
   `OptimizeResult`-like mapping with at least `x`.
 
-  `minimize` is one template (`_run.run`) for every interface: a subclass
-  that does not fit `_minimize`'s Python-callback shape (an on-device
-  solver, say) overrides `_optimize(state)` instead. For that,
+  The constructor and `minimize` are the interfaces' common base's
+  (`_base.VariableOptimizer`, shared with `LbfgsOptimizerInterface`, which
+  has no `_minimize`): `minimize` is one template (`_run.run`), and
+  `_minimize` is this class's way to fill it. A subclass that does not fit
+  `_minimize`'s Python-callback shape overrides `_optimize(state)` instead.
+  For that,
   `self._packer` (a `VariablePacker`) and `self._evaluator` are available,
   in either mode: `self._evaluator.value_and_gradient_tf(x)` is the
   TF-level packed `x -> (loss, packed_grad)`, and
@@ -96,162 +99,18 @@ class ExternalOptimizerInterface:
       construction; never changed by `minimize`.
   """
 
-  def __init__(self, loss, var_list=None, equalities=None, inequalities=None,
-               var_to_bounds=None, *, jit_compile=False,
-               distribute_strategy=None, **optimizer_kwargs):
-    """Initializes a new interface instance.
-
-    Args:
-      loss: Graph mode: a scalar Tensor to minimize. Eager mode: a
-        zero-argument callable returning the scalar loss.
-      var_list: Variables to optimize: `tf.Variable`s, Keras 3
-        `keras.Variable`s, tf_keras variables, Keras models/layers or
-        `tf.Module`s (their trainable variables), or a list mixing these.
-        Graph mode defaults to the graph's trainable-variables collection;
-        eager mode requires it.
-      equalities: Optional list of constraints to be held at zero: scalar
-        Tensors in graph mode, zero-argument callables in eager mode.
-      inequalities: Optional list of constraints to be held nonnegative,
-        same types as `equalities`.
-      var_to_bounds: Optional dict `{variable: (low, high)}` (keys may be
-        `variable.ref()`), or list of `(variable, (low, high))` pairs. Each
-        of `low`, `high` is None, +/-inf, or anything `np.broadcast_to` fits
-        to the variable's shape; None elements mean unbounded.
-      jit_compile: Eager mode only: compile loss and gradient with XLA.
-      distribute_strategy: Eager mode only: a `tf.distribute.Strategy`
-        (Mirrored, MultiWorkerMirrored, TPU) whose replicas evaluate the
-        loss. Default: the strategy whose scope created the variables, if
-        any. Then `loss` is called once per replica, in replica context,
-        and must return that replica's *contribution*: the contributions
-        are summed (one all-reduce of loss and gradient per evaluation),
-        as with `tf.nn.compute_average_loss(per_example,
-        global_batch_size=N)`. Constraints and `fetches` are evaluated
-        once, in cross-replica context.
-      **optimizer_kwargs: Other subclass-specific keyword arguments.
-
-    Raises:
-      TypeError: If `loss` or a constraint is the wrong kind for the mode
-        (a callable in eager mode, a scalar Tensor or a callable building
-        one in graph mode), a constraint list is not a list, or `var_list`
-        holds something that is not a variable, model, layer or module, or
-        `distribute_strategy` is not a `tf.distribute.Strategy`.
-      ValueError: If `var_list` is missing in eager mode or holds a
-        variable that is not floating, a Tensor has the wrong shape or
-        graph, `var_to_bounds` is malformed (see
-        `VariablePacker.packed_bounds`), or the strategy cannot be used
-        (see `_distribute.resolve_strategy`: a parameter-server strategy,
-        variables not created under its scope, graph mode, `jit_compile`
-        across several replicas), or it is created inside the scope of a
-        strategy that did not create the variables (Keras would divide the
-        loss by that strategy's number of replicas; see
-        `_distribute.check_scope`).
-    """
-    self.optimizer_kwargs = optimizer_kwargs
-    problem = _problem.Problem(type(self).__name__, loss, var_list,
-                               equalities, inequalities, var_to_bounds,
-                               jit_compile, distribute_strategy)
-    self._packer = problem.packer
-    self._evaluator = problem.evaluator
-    self._packed_bounds_arrays = problem.packed_bounds
-    self._strategy = problem.strategy
-    self._num_equalities = problem.num_equalities
-    self._num_inequalities = problem.num_inequalities
-    self._has_constraints = bool(problem.num_equalities
-                                 or problem.num_inequalities)
-
-  @property
-  def distribute_strategy(self):
-    """The `tf.distribute.Strategy` evaluating the loss, or None."""
-    return self._strategy
-
-  @property
-  def packed_bounds(self):
-    """`(lower, upper)` float64 arrays (+/-inf when unbounded) or None."""
-    return self._packed_bounds_arrays
-
-  def _describe_variables(self):
-    """`(x, loss, gradient)` at the variables' current values (eager mode).
-
-    For `tf_extopt.keras.fit`, when a callback has moved the variables
-    after the run (`EarlyStopping(restore_best_weights=True)`): one more
-    evaluation, not counted in any `nfev`.
-    """
-    run = self._evaluator.bind(None, None, None, {})
-    x = run.read()
-    out, _ = run.value_and_grad(x)
-    return x, float(out[0]), np.asarray(out[1:], dtype=np.float64)
-
-  def minimize(self, session=None, feed_dict=None, fetches=None,
-               step_callback=None, loss_callback=None,
-               progress_callback=None, **run_kwargs):
-    """Minimizes the loss and assigns the optimum to the variables.
-
-    Args:
-      session: Graph mode: the `tf.compat.v1.Session` to run (defaults to
-        the default session). Must be None in eager mode.
-      feed_dict: Graph mode: feed dict for every `session.run` (not
-        modified). Must be None in eager mode.
-      fetches: Values passed to `loss_callback`. Graph mode: anything
-        `session.run` accepts. Eager mode: zero-argument callables or
-        variables, evaluated in the same compiled call as the loss.
-      step_callback: Called once per iteration with the packed point (all
-        optimized variables flattened into one float64 vector). Raise
-        `StopIteration` to end the run; the best point seen is assigned.
-      loss_callback: Called on every loss evaluation with the evaluated
-        `fetches` as positional arguments.
-      progress_callback: Called once per iteration, after `step_callback`,
-        with an `OptimizeResult` holding `x` (the packed iterate), `fun`
-        (the loss there), `nit` (iterations so far) and `nfev` (loss
-        evaluations so far), like SciPy's `callback(intermediate_result)`.
-        The loss comes from the optimizer or from the evaluation at that
-        point; only when neither has it (SciPy's TNC, some custom
-        algorithms) is it evaluated again, and that evaluation is not
-        counted in `nfev`. Raise `StopIteration` to end the run.
-      **run_kwargs: Graph mode: passed to every `session.run`.
-
-    Returns:
-      A `scipy.optimize.OptimizeResult`. `x` is the packed point assigned
-      to the variables, and `fun` (and `jac`, when present) belong to it.
-      When the run stopped early (`StopIteration`), `status` is 99 and
-      `success` False. When the optimizer ended on a non-finite point or
-      loss, or (without constraints) on a worse point than one it
-      evaluated, the best finite point seen is assigned instead: `success`
-      is False, `status` is 98, the message says why, and the optimizer's
-      own status is in `optimizer_status`.
-
-    Raises:
-      TypeError: If a callback is not callable, `fetches` is not a list or
-        holds the wrong kind of value, `session` is not a session or
-        `feed_dict` not a dict.
-      ValueError: If `session`/`feed_dict`/`run_kwargs` are given in eager
-        mode, no session is available in graph mode, or it is called inside
-        the scope of a strategy other than the variables' (Keras would
-        divide the loss by its number of replicas).
-      Exception: Any exception raised while evaluating the loss (including
-        `KeyboardInterrupt`) propagates after the best finite point seen has
-        been assigned to the variables.
-    """
-    # The loss is traced at the first evaluation, so a foreign scope around
-    # `minimize` alone would scale it too.
-    _distribute.check_scope(self._strategy,
-                            "%s.minimize()" % type(self).__name__)
-    run = self._evaluator.bind(session, feed_dict, fetches, run_kwargs)
-    state = _run.RunState(run, not self._has_constraints, step_callback,
-                          loss_callback, progress_callback)
-    return _run.run(state, self._optimize)
-
   def _optimize(self, state):
-    """Runs `_minimize` for `minimize`'s template; returns the result."""
+    """Runs `_minimize` for `minimize`'s template (see `VariableOptimizer`)."""
     run = state.run
     loss_grad_func, loss_func, loss_at = self._make_loss_funcs(state)
 
     def step(xk, *unused_args, fun=None):
       state.iteration(xk, loss_at if fun is None else fun)
 
-    eq_funcs, eq_grads = self._constraint_funcs(run, "eq",
-                                                self._num_equalities)
-    ineq_funcs, ineq_grads = self._constraint_funcs(run, "ineq",
-                                                    self._num_inequalities)
+    eq_funcs, eq_grads = self._constraint_funcs(
+        run, "eq", self._problem.num_equalities)
+    ineq_funcs, ineq_grads = self._constraint_funcs(
+        run, "ineq", self._problem.num_inequalities)
     packed_bounds = None
     if self._packed_bounds_arrays is not None:
       lower, upper = self._packed_bounds_arrays
@@ -500,6 +359,12 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
         own `_minimize`), `method` is unknown, or the method cannot take
         the given bounds or constraints.
     """
+    super().__init__(loss, var_list, equalities, inequalities, var_to_bounds,
+                     jit_compile=jit_compile,
+                     distribute_strategy=distribute_strategy,
+                     **optimizer_kwargs)
+
+  def _check_options(self, optimizer_kwargs):
     self._check_scipy_kwargs(optimizer_kwargs)
     if type(self)._minimize is ScipyOptimizerInterface._minimize:  # pylint: disable=comparison-with-callable
       # They all go to scipy.optimize.minimize, which would reject an
@@ -512,15 +377,18 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
             "scipy.optimize.minimize keywords (%s), with the method's own "
             "options in options={...}." % (", ".join(unknown),
                                            ", ".join(_SCIPY_KEYWORDS)))
-    method = optimizer_kwargs.get("method", self._DEFAULT_METHOD)
     # Warn once, here; every minimize translates again, silently.
-    _modern_options(method, optimizer_kwargs.get("options"), warn=True)
-    super().__init__(loss, var_list, equalities, inequalities, var_to_bounds,
-                     jit_compile=jit_compile,
-                     distribute_strategy=distribute_strategy,
-                     **optimizer_kwargs)
-    self._check_method_support(
-        method, self._packed_bounds_arrays is not None, self._has_constraints)
+    _modern_options(self._method(optimizer_kwargs),
+                    optimizer_kwargs.get("options"), warn=True)
+
+  def _configure(self):
+    self._check_method_support(self._method(self.optimizer_kwargs),
+                               self._packed_bounds_arrays is not None,
+                               self._has_constraints)
+
+  @classmethod
+  def _method(cls, optimizer_kwargs):
+    return optimizer_kwargs.get("method", cls._DEFAULT_METHOD)
 
   @staticmethod
   def _check_scipy_kwargs(kwargs):

@@ -69,6 +69,7 @@ import tensorflow as tf
 from tf_extopt._interface import _checkpoint
 from tf_extopt._interface import _distribute
 from tf_extopt._interface import _packing
+from tf_extopt._interface import _problem
 from tf_extopt._interface import _run
 from tf_extopt import _validation
 
@@ -232,6 +233,11 @@ class _Objective:
     at every evaluation. Each replica returns its batch's mean loss times
     its share of all samples, so the sum over replicas (and batches) is the
     full-data mean whatever the split.
+
+    Returns:
+      `(contribution, inputs)`: `contribution(batch)` is one replica's
+      share of the loss, and `inputs` what the strategy distributed for it
+      (see `_distribute.Replicas`).
     """
     if self._dataset is None:
       x, y, sw = self._data
@@ -259,7 +265,7 @@ class _Objective:
       n = _num_samples(x)
       # An empty share's mean loss may be NaN (0 / 0); it contributes 0.
       return tf.where(n > 0, self._loss_on(x, y, sw) * (n / total), 0.)
-    return _distribute.ReplicaLoss(contribution, inputs)
+    return contribution, inputs
 
 
 def _is_infinite(dataset):
@@ -560,7 +566,7 @@ def _check_options(options):
           "not take (%s)." % (name, _KERAS_FIT_ONLY[name]))
 
 
-def _constraint_bounds(model, variables, var_to_bounds, method):
+def _constraint_bounds(model, packer, var_to_bounds, method):
   """`var_to_bounds` with the model's weight constraints added as bounds.
 
   Keras' optimizers apply a variable's `constraint` after each step. Behind
@@ -599,12 +605,11 @@ def _constraint_bounds(model, variables, var_to_bounds, method):
         "method=%r cannot take bounds; use method='lbfgs' or one of %s." % (
             pairs[0][0].name, type(pairs[0][1]).__name__, method,
             ", ".join(_BOUNDS_METHODS)))
-  packer = _packing.VariablePacker(variables)
   packed = packer.packed_bounds(var_to_bounds)
   if packed is None:
     packed = (np.full(packer.size, -np.inf), np.full(packer.size, np.inf))
   lowers, uppers = (packer.split(b) for b in packed)
-  index = {id(v): i for i, v in enumerate(variables)}
+  index = {id(v): i for i, v in enumerate(packer.variables)}
   for var, constraint in pairs:
     i = index[id(var)]
     low, high = _packing.constraint_box(constraint, var.shape)
@@ -615,8 +620,8 @@ def _constraint_bounds(model, variables, var_to_bounds, method):
           "var_to_bounds and the constraint %s of variable %r leave it no "
           "value." % (type(constraint).__name__, var.name))
   return [(v, (lo.reshape(shape), hi.reshape(shape)))
-          for v, shape, lo, hi in zip(variables, packer.shapes, lowers,
-                                      uppers)]
+          for v, shape, lo, hi in zip(packer.variables, packer.shapes,
+                                      lowers, uppers)]
 
 
 def _callback_list(keras_module, callbacks):
@@ -677,7 +682,7 @@ def _take_backup(keras_module, callbacks):
   return backup, [c for c in callbacks if c is not cb]
 
 
-def _fit_identity(model, variables, method, options, bounds, loss):
+def _fit_identity(model, packer, method, options, bounds, loss):
   """What a backup must share with this fit for the fit to resume from it.
 
   The model's weights (shapes and dtypes, all of them and which are
@@ -686,7 +691,6 @@ def _fit_identity(model, variables, method, options, bounds, loss):
   `iterations_per_call`, `batch_size` or `jit_compile`, which change how
   the objective is computed, not what it is.
   """
-  packer = _packing.VariablePacker(variables)
   packed = packer.packed_bounds(bounds)
   return dict(
       weights=[[list(w.shape), tf.as_dtype(w.dtype).name]
@@ -754,7 +758,7 @@ def _restore(backup, identity, model, strategy, counts_carried):
   return restored, None if solver is None else solver.tobytes()
 
 
-def _restored_result(opt, result):
+def _restored_result(problem, result):
   """The result for weights a callback set after the run.
 
   `EarlyStopping(restore_best_weights=True)` sets the weights of its best
@@ -763,7 +767,7 @@ def _restored_result(opt, result):
   the optimizer ended on, with `success` False: the restored point was not
   shown to be a minimum.
   """
-  x, fun, jac = opt._describe_variables()  # pylint: disable=protected-access
+  x, fun, jac = problem.describe_variables()
   counters = {k: result[k] for k in ("nit", "nfev", "njev") if k in result}
   return OptimizeResult(
       x=x, fun=fun, jac=jac, success=False, status=_run.STATUS_RESTORED,
@@ -903,24 +907,30 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
   if not model.trainable_variables:
     raise ValueError("The model has no trainable variables (is it built, "
                      "and are its layers trainable?); nothing to fit.")
-  variables = _packing.resolve_var_list(model, "model")
-  strategy = _distribute.resolve_strategy(variables, None, False,
+  # The variables and the strategy are resolved here, once: the strategy
+  # decides how the loss is built (`_Objective.replica_loss`), and the
+  # interfaces get both in the problem (`_problem.Problem.on_replicas`).
+  packer = _packing.VariablePacker(_packing.resolve_var_list(model, "model"))
+  strategy = _distribute.resolve_strategy(packer.variables, None, False,
                                           jit_compile)
   _distribute.check_scope(strategy, "tf_extopt.keras.fit")
-  objective = _Objective(model, batch_loss, variables, x_t, y_t, sw_t,
+  objective = _Objective(model, batch_loss, packer.variables, x_t, y_t, sw_t,
                          dataset)
+  contribution, replica_inputs = objective, ()
   if strategy is not None:
-    objective = objective.replica_loss(strategy)
+    contribution, replica_inputs = objective.replica_loss(strategy)
 
   options = dict(options)  # Never mutate the caller's dicts.
   on_device = method.lower() == "lbfgs"
   callbacks = _callback_list(K, callbacks)
   backup, callbacks = _take_backup(K, callbacks)
-  bounds = _constraint_bounds(model, variables,
+  bounds = _constraint_bounds(model, packer,
                               options.pop("var_to_bounds", None), method)
+  problem = _problem.Problem.on_replicas(packer, strategy, contribution,
+                                         replica_inputs, bounds, jit_compile)
   restored, solver_state = None, None
   if backup is not None:
-    identity = _fit_identity(model, variables, method, options, bounds, loss)
+    identity = _fit_identity(model, packer, method, options, bounds, loss)
     restored, solver_state = _restore(backup, identity, model, strategy,
                                       counts_carried=on_device)
   # Only the chief writes the backup, as Keras does; every worker holds the
@@ -931,15 +941,13 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     if "max_iterations" in options:
       raise ValueError("Pass max_iterations as fit's own argument, not as a "
                        "method option.")
-    opt = LbfgsOptimizerInterface(objective, model, var_to_bounds=bounds,
-                                  max_iterations=max_iterations,
-                                  jit_compile=jit_compile, **options)
-    if backup is not None:
-      # The solver's state exists only at chunk ends: make one at every
-      # iteration where a backup is due.
-      opt._chunk_multiple = backup.every  # pylint: disable=protected-access
-      if solver_state is not None:
-        opt.deserialize(solver_state)
+    # The solver's state exists only at chunk ends: with a backup, make one
+    # at every iteration where a backup is due.
+    opt = LbfgsOptimizerInterface._on_problem(  # pylint: disable=protected-access
+        problem, chunk_multiple=None if backup is None else backup.every,
+        max_iterations=max_iterations, **options)
+    if solver_state is not None:
+      opt.deserialize(solver_state)
   else:
     scipy_options = dict(options.pop("options", None) or {})
     # TNC has no iteration limit (its old `maxiter` counted evaluations):
@@ -952,9 +960,8 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
         # run from the restored weights makes the remaining iterations.
         scipy_options["maxiter"] = max(
             0, scipy_options["maxiter"] - restored["nit_offset"])
-    opt = ScipyOptimizerInterface(objective, model, var_to_bounds=bounds,
-                                  method=method, options=scipy_options,
-                                  jit_compile=jit_compile, **options)
+    opt = ScipyOptimizerInterface._on_problem(  # pylint: disable=protected-access
+        problem, method=method, options=scipy_options, **options)
 
   with_metrics = _has_metrics(model, K)
 
@@ -1011,7 +1018,7 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
       and restored["nit"] >= max_iterations):
     # The backup's run had made all its iterations (killed before it
     # ended): SciPy would still make one with maxiter=0.
-    x, fun, jac = opt._describe_variables()  # pylint: disable=protected-access
+    x, fun, jac = problem.describe_variables()
     result = OptimizeResult(
         x=x, fun=fun, jac=jac, success=False, status=1, nit=0, nfev=0,
         message="Stopped after max_iterations=%d iterations, all made "
@@ -1023,7 +1030,6 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     result = OptimizeResult(result)
     result["nit"] = int(result.get("nit", 0)) + restored["nit_offset"]
     result["nfev"] = int(result.get("nfev", 0)) + restored["nfev_offset"]
-  packer = _packing.VariablePacker(variables)
   held = packer.pack_values().numpy()
   history = epochs.end(result)
   if writes_backup:
@@ -1032,5 +1038,5 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
   # that all of them make the evaluation (an all-reduce) or none.
   if _distribute.any_worker(strategy, not np.array_equal(
       packer.pack_values().numpy(), held)):
-    history.result = _restored_result(opt, result)
+    history.result = _restored_result(problem, result)
   return history

@@ -61,10 +61,10 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 import tensorflow as tf
 
+from tf_extopt._interface import _base
 from tf_extopt._interface import _checkpoint
 from tf_extopt._interface import _run
 from tf_extopt import _validation
-from tf_extopt.external_optimizer import ExternalOptimizerInterface
 from tf_extopt.lbfgs import lbfgs_minimize
 from tf_extopt.lbfgsb import lbfgsb_minimize
 from tf_extopt._results import LBfgsOptimizerResults
@@ -187,7 +187,7 @@ class _Chunks:
                          max(1, CHUNK_SECONDS / per_iteration)))
 
 
-class LbfgsOptimizerInterface(ExternalOptimizerInterface,
+class LbfgsOptimizerInterface(_base.VariableOptimizer,
                               tf.train.experimental.PythonState):
   """Minimizes a TF loss with `lbfgs_minimize`, entirely on the device.
 
@@ -279,6 +279,20 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface,
             "LbfgsOptimizerInterface does not take %s (L-BFGS is "
             "unconstrained); use ScipyOptimizerInterface with method='SLSQP' "
             "or 'trust-constr' for constrained problems." % name)
+    super().__init__(loss, var_list, None, None, var_to_bounds,
+                     jit_compile=jit_compile,
+                     distribute_strategy=distribute_strategy,
+                     **optimizer_kwargs)
+
+  @classmethod
+  def _on_problem(cls, problem, chunk_multiple=None, **optimizer_kwargs):
+    """`VariableOptimizer._on_problem`, with chunks that also end at the
+    multiples of `chunk_multiple` (`tf_extopt.keras.fit`'s backups)."""
+    self = super()._on_problem(problem, **optimizer_kwargs)
+    self._chunk_multiple = chunk_multiple
+    return self
+
+  def _check_options(self, optimizer_kwargs):
     unknown = sorted(set(optimizer_kwargs) - set(_LBFGS_OPTIONS)
                      - {"iterations_per_call", "dtype"})
     if unknown:
@@ -289,11 +303,10 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface,
     if optimizer_kwargs.get("iterations_per_call") is not None:
       _validation.positive_int(optimizer_kwargs["iterations_per_call"],
                                "iterations_per_call")
-    self._jit_compile = jit_compile
-    super().__init__(loss, var_list, None, None, var_to_bounds,
-                     jit_compile=jit_compile,
-                     distribute_strategy=distribute_strategy,
-                     **optimizer_kwargs)
+
+  def _configure(self):
+    optimizer_kwargs = self.optimizer_kwargs
+    self._jit_compile = self._problem.jit_compile
     if (self._packed_bounds_arrays is not None
         and "initial_inverse_hessian_estimate" in optimizer_kwargs):
       raise ValueError(
@@ -485,7 +498,7 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface,
         gradient_deltas=tf.TensorSpec([m, n], dtype))
     compile_ = self._evaluator.compile
     # Only the resumed solve is compiled: every run, from its first
-    # iteration, is a resumed run (see `_numpy_start_results`), which halves
+    # iteration, is a resumed run (see `_start_results`), which halves
     # the tracing cost (or the graph).
     self._resume = compile_(self._solve, [previous, scalar_i],
                             "lbfgs_interface")
@@ -560,7 +573,7 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface,
                progress_callback=None, **run_kwargs):
     """Minimizes the loss on the device and assigns the optimum.
 
-    The arguments are those of `ExternalOptimizerInterface.minimize`, except
+    The arguments are those of `ScipyOptimizerInterface.minimize`, except
     that `step_callback(x)` and `progress_callback(progress)` are called
     once per iteration, replayed after the compiled chunk that made it
     (once per chunk, at its end, under `jit_compile=True` or in graph mode
@@ -577,8 +590,8 @@ class LbfgsOptimizerInterface(ExternalOptimizerInterface,
       `LBfgsOptimizerResults`, as NumPy values).
 
     Raises:
-      TypeError: As `ExternalOptimizerInterface.minimize`.
-      ValueError: As `ExternalOptimizerInterface.minimize`.
+      TypeError: As `ScipyOptimizerInterface.minimize`.
+      ValueError: As `ScipyOptimizerInterface.minimize`.
       Exception: Any exception raised while running (including
         `KeyboardInterrupt`) propagates after the best finite point
         evaluated so far (at least the last completed chunk's point, or the

@@ -17,8 +17,9 @@ are summed, as in a custom training loop with `tf.nn.compute_average_loss`
 (`global_batch_size` the whole data's size). The solvers stay on plain
 tensors; they never see the strategy.
 
-`ReplicaLoss` is the form in which `tf_extopt.keras.fit` hands the evaluator
-a per-replica loss together with the data the strategy distributed for it.
+A loss may also take arguments: `tf_extopt.keras.fit` hands the evaluator a
+per-replica loss together with the data the strategy distributed for it
+(`_problem.Problem.on_replicas`).
 """
 
 import warnings
@@ -26,28 +27,8 @@ import weakref
 
 import tensorflow as tf
 
-__all__ = ["ReplicaLoss", "Replicas", "any_worker", "check_scope",
+__all__ = ["Replicas", "any_worker", "check_scope",
            "is_chief", "resolve_strategy", "same_on_all_workers"]
-
-
-class ReplicaLoss:
-  """A per-replica loss together with its distributed inputs.
-
-  Attributes:
-    fn: `fn(*inputs) -> scalar`, called in each replica with that replica's
-      share of `inputs`; the returned contributions are summed.
-    inputs: A tuple of distributed values (one batch the strategy split,
-      passed to every evaluation), or a `tf.distribute.DistributedDataset`
-      passed over once per evaluation (one all-reduce per batch).
-  """
-
-  def __init__(self, fn, inputs):
-    self.fn = fn
-    self.inputs = inputs
-
-  def __call__(self):
-    raise TypeError("A ReplicaLoss is evaluated by its strategy's replicas; "
-                    "it cannot be called directly.")
 
 
 _PARAMETER_SERVER = (
@@ -186,14 +167,21 @@ class Replicas:
     strategy: The `tf.distribute.Strategy`.
   """
 
-  def __init__(self, strategy, loss_fn):
-    """Args: `strategy`, and the loss: a zero-argument callable (the
-    user's per-replica loss) or a `ReplicaLoss`."""
+  def __init__(self, strategy, loss_fn, inputs=()):
+    """Initializes the replicas' evaluation.
+
+    Args:
+      strategy: The `tf.distribute.Strategy`.
+      loss_fn: `loss_fn(*inputs) -> scalar`, called in each replica with
+        that replica's share of `inputs`; the returned contributions are
+        summed. The user's per-replica loss takes no arguments.
+      inputs: A tuple of distributed values (one batch the strategy split,
+        passed to every evaluation), or a
+        `tf.distribute.DistributedDataset` passed over once per evaluation
+        (one all-reduce per batch).
+    """
     self.strategy = strategy
-    if isinstance(loss_fn, ReplicaLoss):
-      self._fn, self._inputs = loss_fn.fn, loss_fn.inputs
-    else:
-      self._fn, self._inputs = loss_fn, ()
+    self._fn, self._inputs = loss_fn, inputs
 
   def sum(self, replica_fn, size):
     """The sum over replicas (and batches) of `replica_fn(loss)`.

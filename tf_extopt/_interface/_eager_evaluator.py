@@ -40,13 +40,13 @@ class EagerEvaluator:
   compiles_on_first_call = True
 
   def __init__(self, loss_fn, packer, equalities, inequalities,
-               jit_compile=False, strategy=None):
+               jit_compile=False, strategy=None, replica_inputs=()):
     """Records what to compile; nothing is traced until first use.
 
     Args:
-      loss_fn: Zero-argument callable returning the scalar loss (with a
-        `strategy`: one replica's contribution, or a
-        `_distribute.ReplicaLoss`).
+      loss_fn: Callable returning the scalar loss: with no arguments, or
+        with a `strategy`, one replica's contribution, called with that
+        replica's share of `replica_inputs`.
       packer: A `_packing.VariablePacker` for the optimized variables.
       equalities: List of zero-argument callables to be held at zero.
       inequalities: List of zero-argument callables to be held nonnegative.
@@ -54,11 +54,13 @@ class EagerEvaluator:
       strategy: None, or the `tf.distribute.Strategy` whose replicas each
         evaluate the loss (see `_distribute`); constraints and fetches are
         evaluated once, in cross-replica context.
+      replica_inputs: With a `strategy`, what it distributed for `loss_fn`
+        (see `_distribute.Replicas`); `()` for a zero-argument loss.
     """
     self.packer = packer
     self._loss_fn = loss_fn
-    self._replicas = (None if strategy is None
-                      else _distribute.Replicas(strategy, loss_fn))
+    self._replicas = (None if strategy is None else _distribute.Replicas(
+        strategy, loss_fn, replica_inputs))
     self._constraint_fns = {"eq": list(equalities), "ineq": list(inequalities)}
     self._jit_compile = jit_compile
     self._spec = tf.TensorSpec([packer.size], tf.float64, name="x")

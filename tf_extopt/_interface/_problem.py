@@ -16,6 +16,7 @@ or `_eager_evaluator.EagerEvaluator`); nothing downstream asks which it was.
 
 import warnings
 
+import numpy as np
 import tensorflow as tf
 
 from tf_extopt._interface import _distribute
@@ -70,6 +71,7 @@ class Problem:
     strategy: The `tf.distribute.Strategy` evaluations run on, or None.
     packed_bounds: `(lower, upper)` float64 arrays, or None.
     num_equalities, num_inequalities: Constraint counts.
+    jit_compile: Whether evaluations are compiled with XLA.
   """
 
   def __init__(self, owner, loss, var_list, equalities, inequalities,
@@ -102,6 +104,7 @@ class Problem:
     _distribute.check_scope(self.strategy, owner)
     self.num_equalities = len(equalities)
     self.num_inequalities = len(inequalities)
+    self.jit_compile = jit_compile
     if graph_mode:
       self.evaluator = _graph_evaluator.GraphEvaluator(
           loss, self.packer, equalities, inequalities)
@@ -109,6 +112,50 @@ class Problem:
       self.evaluator = _eager_evaluator.EagerEvaluator(
           loss, self.packer, equalities, inequalities,
           jit_compile=jit_compile, strategy=self.strategy)
+
+  @classmethod
+  def on_replicas(cls, packer, strategy, contribution, replica_inputs,
+                  var_to_bounds, jit_compile):
+    """An eager problem whose caller resolved the variables and strategy.
+
+    `tf_extopt.keras.fit`'s path: it needs the strategy before it can build
+    the loss (each replica's contribution on its share of the data), so it
+    resolves and checks both itself (`_packing.resolve_var_list`,
+    `_distribute.resolve_strategy`, `_distribute.check_scope`), once.
+
+    Args:
+      packer: The `_packing.VariablePacker` of the resolved variables.
+      strategy: The resolved `tf.distribute.Strategy`, or None.
+      contribution: With a strategy, `contribution(*inputs)` returns one
+        replica's share of the loss on its share of `replica_inputs`
+        (see `_distribute.Replicas`); without one, the zero-argument loss.
+      replica_inputs: What the strategy distributed for `contribution`
+        (`()` without a strategy).
+      var_to_bounds, jit_compile: As `ExternalOptimizerInterface.__init__`
+        takes them.
+    """
+    self = cls.__new__(cls)
+    self.packer = packer
+    self.packed_bounds = packer.packed_bounds(var_to_bounds)
+    self.strategy = strategy
+    self.num_equalities = self.num_inequalities = 0
+    self.jit_compile = jit_compile
+    self.evaluator = _eager_evaluator.EagerEvaluator(
+        contribution, packer, [], [], jit_compile=jit_compile,
+        strategy=strategy, replica_inputs=replica_inputs)
+    return self
+
+  def describe_variables(self):
+    """`(x, loss, gradient)` at the variables' current values (eager mode).
+
+    One evaluation, counted in no `nfev`: for `tf_extopt.keras.fit`, when
+    a callback has moved the variables after the run
+    (`EarlyStopping(restore_best_weights=True)`).
+    """
+    run = self.evaluator.bind(None, None, None, {})
+    x = run.read()
+    out, _ = run.value_and_grad(x)
+    return x, float(out[0]), np.asarray(out[1:], dtype=np.float64)
 
   def _warn_unapplied_constraints(self, owner, var_list):
     """Warns about the variables' own constraints, which are not applied.
