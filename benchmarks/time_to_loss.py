@@ -55,9 +55,11 @@ budget:
   are kept (10 correction pairs, as the other paths'; DeepXDE's 100 are in
   the `deepxde` model).
 * Keras models also: `keras.fit` (`tf_extopt.keras.fit(model, x, y,
-  max_iterations=k, verbose=0)`, on the device), `keras.fit XLA`
-  (`jit_compile=True`) and `keras.fit L-BFGS-B` (`method='L-BFGS-B'`,
-  through SciPy).
+  max_iterations=k, verbose=0)`, the default `method='auto'`: SciPy's
+  L-BFGS-B below 200 iterations on a CPU, on the device from 200),
+  `keras.fit lbfgs` (`method='lbfgs'`, always on the device), `keras.fit
+  XLA` (`jit_compile=True`, on the device) and `keras.fit L-BFGS-B`
+  (`method='L-BFGS-B'`, through SciPy).
 * `svgp` also: `gpflow Scipy` (`gpflow.optimizers.Scipy().minimize(loss,
   variables, options={'maxiter': k})`).
 
@@ -320,6 +322,7 @@ def build_mlp(samples, width, epochs):
       [on_device(loss, model), on_device(loss, model, jit_compile=True),
        scipy_path(loss, model), tfp_path(loss, variables),
        keras_fit_path(model, x, y, "keras.fit"),
+       keras_fit_path(model, x, y, "keras.fit lbfgs", method="lbfgs"),
        keras_fit_path(model, x, y, "keras.fit XLA", jit_compile=True),
        keras_fit_path(model, x, y, "keras.fit L-BFGS-B",
                       method="L-BFGS-B")])

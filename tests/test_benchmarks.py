@@ -18,7 +18,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SCRIPT = os.path.join(_ROOT, "benchmarks", "time_to_loss.py")
 _HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 _KERAS_PATHS = ("on-device", "on-device XLA", "SciPy", "TFP", "keras.fit",
-                "keras.fit XLA", "keras.fit L-BFGS-B")
+                "keras.fit lbfgs", "keras.fit XLA", "keras.fit L-BFGS-B")
 _CELL = re.compile(r"^(not reached|\d+\.\d+ s \((\d+\.\d+x|n/a)\))$")
 
 

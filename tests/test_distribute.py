@@ -170,7 +170,8 @@ def test_tf_keras_model(strategy):
               kernel_regularizer=tf_keras.regularizers.L2(1e-3)),
           tf_keras.layers.Dense(1)])
       model.compile(loss="mse")
-    return tf_extopt.keras.fit(model, x, y, max_iterations=4, verbose=0)
+    return tf_extopt.keras.fit(model, x, y, method="lbfgs", max_iterations=4,
+                               verbose=0)
 
   expected = fit(contextlib.nullcontext())
   history = fit(strategy.scope())
@@ -200,7 +201,8 @@ def test_keras_fit_metrics_and_validation(strategy):
     with scope:
       model = helpers.model()
       model.compile(loss="mse", metrics=["mae"])
-    return tf_extopt.keras.fit(model, x, y, max_iterations=3, verbose=0,
+    return tf_extopt.keras.fit(model, x, y, method="lbfgs", max_iterations=3,
+                               verbose=0,
                                validation_data=(x[:10], y[:10])).history
 
   expected = fit(contextlib.nullcontext())
@@ -366,8 +368,8 @@ def test_killed_worker_and_restarted_cluster_resume_from_the_backup(
   x, y = helpers.data("float64")
   with helpers.floatx("float64"):
     model = helpers.model()
-    history = tf_extopt.keras.fit(model, x, y, max_iterations=iterations,
-                                  verbose=0)
+    history = tf_extopt.keras.fit(model, x, y, method="lbfgs",
+                                  max_iterations=iterations, verbose=0)
   np.testing.assert_allclose(runs[0]["loss"], history.history["loss"],
                              rtol=1e-10)
   np.testing.assert_array_equal(runs[0]["evaluations"], history.evaluations)
@@ -543,7 +545,7 @@ def test_batch_normalization_statistics_per_replica(strategy):
           keras.layers.BatchNormalization(synchronized=synchronized),
           keras.layers.Dense(1)])
       model.compile(loss="mse")
-    return tf_extopt.keras.fit(model, x, y, max_iterations=3,
+    return tf_extopt.keras.fit(model, x, y, method="lbfgs", max_iterations=3,
                                verbose=0).history["loss"]
 
   one_device = fit(contextlib.nullcontext(), False)

@@ -23,6 +23,13 @@ from tf_extopt.keras import _compiled_loss_fn
 
 tf_keras = pytest.importorskip("tf_keras")
 
+# The tests below run the on-device solver unless they name a method;
+# `method='auto'`, the default, is tested on its own at the end.
+def _fit(*args, **kwargs):
+  kwargs.setdefault("method", "lbfgs")
+  return tf_extopt.keras.fit(*args, **kwargs)
+
+
 _N = 48
 
 
@@ -82,8 +89,8 @@ def test_keras3_lbfgs_follows_the_interface(data):
   x, y, _ = data
   model = _keras3_model()
   initial = _weights(model)
-  history = tf_extopt.keras.fit(model, x, y, max_iterations=8, verbose=0,
-                                tolerance=0.)
+  history = _fit(model, x, y, max_iterations=8, verbose=0,
+                 tolerance=0.)
   assert isinstance(history, keras.callbacks.History)
   assert model.history is history
   result = history.result
@@ -118,9 +125,9 @@ def test_keras3_scipy_method_follows_the_interface(data):
   model = _keras3_model(regularizer=keras.regularizers.L2(1e-3))
   initial = _weights(model)
   callbacks = []
-  history = tf_extopt.keras.fit(model, x, y, method="L-BFGS-B",
-                                max_iterations=6, verbose=0,
-                                callbacks=callbacks)
+  history = _fit(model, x, y, method="L-BFGS-B",
+                 max_iterations=6, verbose=0,
+                 callbacks=callbacks)
   assert callbacks == []  # The caller's list is not changed.
   assert len(history.history["loss"]) == history.result.nit == 6
   assert len(history.evaluations) == 6
@@ -149,8 +156,8 @@ def test_scipy_method_adds_no_evaluation(data, method):
 
   model = _keras3_model(compile_loss=None)
   initial = _weights(model)
-  history = tf_extopt.keras.fit(model, x, y, method=method, max_iterations=5,
-                                loss=counting_mse, verbose=0)
+  history = _fit(model, x, y, method=method, max_iterations=5,
+                 loss=counting_mse, verbose=0)
   fit_count = int(counter.numpy())
   assert fit_count == history.result.nfev == history.evaluations[-1]
   assert len(history.history["loss"]) == history.result.nit
@@ -218,20 +225,20 @@ def test_fit_on_dataset_equals_fit_on_arrays(data):
   x, y, sw = data
   model = _keras3_model()
   initial = _weights(model)
-  on_arrays = tf_extopt.keras.fit(model, x, y, sample_weight=sw,
-                                  max_iterations=5, verbose=0)
+  on_arrays = _fit(model, x, y, sample_weight=sw,
+                   max_iterations=5, verbose=0)
   after_arrays = _weights(model)
   model.set_weights(initial)
   dataset = tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(20)
-  on_dataset = tf_extopt.keras.fit(model, dataset, max_iterations=5,
-                                   verbose=0)
+  on_dataset = _fit(model, dataset, max_iterations=5,
+                    verbose=0)
   np.testing.assert_allclose(on_dataset.history["loss"],
                              on_arrays.history["loss"], rtol=1e-4)
   _assert_weights_close(after_arrays, _weights(model), atol=1e-4)
   model.set_weights(initial)
-  with_batch_size = tf_extopt.keras.fit(model, x, y, sample_weight=sw,
-                                        batch_size=20, max_iterations=5,
-                                        verbose=0)
+  with_batch_size = _fit(model, x, y, sample_weight=sw,
+                         batch_size=20, max_iterations=5,
+                         verbose=0)
   np.testing.assert_allclose(with_batch_size.history["loss"],
                              on_arrays.history["loss"], rtol=1e-4)
 
@@ -239,8 +246,8 @@ def test_fit_on_dataset_equals_fit_on_arrays(data):
 def test_loss_override_and_metrics_and_validation(data):
   x, y, _ = data
   model = _keras3_model(metrics=["mae"])
-  history = tf_extopt.keras.fit(model, x, y, loss="mae", max_iterations=4,
-                                validation_data=(x[:16], y[:16]), verbose=0)
+  history = _fit(model, x, y, loss="mae", max_iterations=4,
+                 validation_data=(x[:16], y[:16]), verbose=0)
   logs = history.history
   assert set(logs) == {"loss", "mae", "val_loss", "val_mae"}
   assert all(len(v) == 4 for v in logs.values())
@@ -262,7 +269,7 @@ def test_batchnorm_and_dropout_run_in_training_mode(data):
       keras.layers.Dropout(0.2), keras.layers.Dense(1)])
   model.compile(loss="mse")
   bn = model.layers[1]
-  history = tf_extopt.keras.fit(model, x, y, max_iterations=3, verbose=0)
+  history = _fit(model, x, y, max_iterations=3, verbose=0)
   assert len(history.history["loss"]) >= 1
   assert np.isfinite(history.history["loss"]).all()
   # Training mode: the moving statistics moved away from their init.
@@ -300,8 +307,8 @@ def test_keras3_callbacks(data, tmp_path):
                keras.callbacks.CSVLogger(str(csv_path)),
                keras.callbacks.TerminateOnNaN(),
                keras.callbacks.TensorBoard(str(logdir)), stop]
-  history = tf_extopt.keras.fit(model, x, y, max_iterations=10, verbose=0,
-                                callbacks=callbacks)
+  history = _fit(model, x, y, max_iterations=10, verbose=0,
+                 callbacks=callbacks)
   assert len(history.history["loss"]) == 3
   assert stop.begun == [0, 1, 2]
   assert history.result.status == 99
@@ -327,8 +334,8 @@ def test_early_stopping(data, package):
   # No improvement is ever large enough: stops after patience + 1 epochs.
   early = module.callbacks.EarlyStopping(monitor="loss", patience=1,
                                          min_delta=1e6)
-  history = tf_extopt.keras.fit(model, x, y, max_iterations=10, verbose=0,
-                                callbacks=[early])
+  history = _fit(model, x, y, max_iterations=10, verbose=0,
+                 callbacks=[early])
   assert len(history.history["loss"]) == 2
   assert early.stopped_epoch == 1
   assert history.result.status == 99
@@ -347,13 +354,13 @@ def test_early_stop_inside_a_chunk_leaves_that_iterations_weights(data,
   initial = _weights(model)
   early = module.callbacks.EarlyStopping(monitor="loss", patience=1,
                                          min_delta=1e6)
-  history = tf_extopt.keras.fit(model, x, y, max_iterations=20, verbose=0,
-                                callbacks=[early], tolerance=0.)
+  history = _fit(model, x, y, max_iterations=20, verbose=0,
+                 callbacks=[early], tolerance=0.)
   stopped = _weights(model)
   assert history.result.nit == 2 and history.result.status == 99
   model.set_weights(initial)
-  two = tf_extopt.keras.fit(model, x, y, max_iterations=2, verbose=0,
-                            tolerance=0.)
+  two = _fit(model, x, y, max_iterations=2, verbose=0,
+             tolerance=0.)
   _assert_weights_close(stopped, _weights(model), atol=0)
   assert history.history["loss"] == two.history["loss"]
   assert history.result.fun == two.result.fun
@@ -375,7 +382,7 @@ def test_compiled_calls_do_not_grow_with_iterations(data, monkeypatch):
   counts = []
   for iterations in (1, 30):
     calls.clear()
-    history = tf_extopt.keras.fit(
+    history = _fit(
         _keras3_model(), x, y, max_iterations=iterations, verbose=0,
         tolerance=0., callbacks=[keras.callbacks.EarlyStopping("loss")])
     assert len(history.history["loss"]) == iterations
@@ -393,22 +400,22 @@ def test_default_makes_about_one_evaluation_per_iteration(data):
                             keras.layers.Dense(16, activation="tanh"),
                             keras.layers.Dense(1)])
   model.compile(loss="mse")
-  history = tf_extopt.keras.fit(model, x, y, max_iterations=100, verbose=0,
-                                tolerance=0.)
+  history = _fit(model, x, y, max_iterations=100, verbose=0,
+                 tolerance=0.)
   result = history.result
   assert result.nit == 100
   assert result.nfev <= 1.2 * result.nit
-  near_exact = tf_extopt.keras.fit(model, x, y, max_iterations=10,
-                                   verbose=0, tolerance=0.,
-                                   exact_line_search=None).result
+  near_exact = _fit(model, x, y, max_iterations=10,
+                    verbose=0, tolerance=0.,
+                    exact_line_search=None).result
   assert near_exact.nfev >= 1.5 * near_exact.nit  # the option reaches it
 
 
 def test_progress_bar(data, capsys):
   x, y, _ = data
   model = _keras3_model()
-  tf_extopt.keras.fit(model, x, y, max_iterations=3, verbose=1,
-                      tolerance=0.)
+  _fit(model, x, y, max_iterations=3, verbose=1,
+       tolerance=0.)
   out = capsys.readouterr().out
   assert "3/3" in out and "loss:" in out and "iteration" in out
 
@@ -418,7 +425,7 @@ def test_adam_then_lbfgs(data):
   model = _keras3_model()
   model.fit(x, y, epochs=5, batch_size=_N, verbose=0)
   after_adam = _mse_plus_losses(model, x, y)
-  history = tf_extopt.keras.fit(model, x, y, max_iterations=10, verbose=0)
+  history = _fit(model, x, y, max_iterations=10, verbose=0)
   assert history.history["loss"][0] < after_adam
   assert _mse_plus_losses(model, x, y) < after_adam
 
@@ -437,7 +444,7 @@ def test_nan_loss_keeps_best_finite_weights(data, method):
   for w in model.trainable_variables:
     w.assign(w * 0.1)
   initial = float(loss(3. * y, model(x)))
-  history = tf_extopt.keras.fit(
+  history = _fit(
       model, x, 3. * y, loss=loss, method=method, max_iterations=15,
       verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
   losses = history.history.get("loss", [])
@@ -457,7 +464,7 @@ def test_max_iterations_zero_changes_nothing(data):
   x, y, _ = data
   model = _keras3_model()
   before = _weights(model)
-  history = tf_extopt.keras.fit(model, x, y, max_iterations=0, verbose=0)
+  history = _fit(model, x, y, max_iterations=0, verbose=0)
   assert history.history == {} and history.result is None
   _assert_weights_close(before, _weights(model), atol=0)
 
@@ -467,10 +474,10 @@ def test_jit_compile(data):
   x, y, _ = data
   model = _keras3_model()
   initial = _weights(model)
-  plain = tf_extopt.keras.fit(model, x, y, max_iterations=5, verbose=0)
+  plain = _fit(model, x, y, max_iterations=5, verbose=0)
   model.set_weights(initial)
-  jit = tf_extopt.keras.fit(model, x, y, max_iterations=5, verbose=0,
-                            jit_compile=True)
+  jit = _fit(model, x, y, max_iterations=5, verbose=0,
+             jit_compile=True)
   np.testing.assert_allclose(jit.history["loss"], plain.history["loss"],
                              rtol=1e-3)
 
@@ -481,40 +488,40 @@ def test_jit_compile(data):
 def test_errors(data):
   x, y, _ = data
   with pytest.raises(ValueError, match="no loss.*loss="):
-    tf_extopt.keras.fit(_keras3_model(compile_loss=None), x, y)
+    _fit(_keras3_model(compile_loss=None), x, y)
   model = _keras3_model()
   infinite = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat()
   with pytest.raises(ValueError, match="infinite"):
-    tf_extopt.keras.fit(model, infinite)
+    _fit(model, infinite)
   with pytest.raises(ValueError, match="y and sample_weight must be None"):
-    tf_extopt.keras.fit(model, tf.data.Dataset.from_tensor_slices((x, y)),
-                        y)
+    _fit(model, tf.data.Dataset.from_tensor_slices((x, y)),
+         y)
   with pytest.raises(ValueError, match="jit_compile"):
-    tf_extopt.keras.fit(model, x, y, batch_size=8, jit_compile=True)
+    _fit(model, x, y, batch_size=8, jit_compile=True)
   with pytest.raises(ValueError, match="batch_size.*0"):
-    tf_extopt.keras.fit(model, x, y, batch_size=0)
+    _fit(model, x, y, batch_size=0)
   with pytest.raises(ValueError, match="max_iterations.*-1"):
-    tf_extopt.keras.fit(model, x, y, max_iterations=-1)
+    _fit(model, x, y, max_iterations=-1)
   with pytest.raises(TypeError,
                      match="`batch_size` must be a Python integer >= 1"):
-    tf_extopt.keras.fit(model, x, y, batch_size=2.5)
+    _fit(model, x, y, batch_size=2.5)
   with pytest.raises(TypeError,
                      match="`max_iterations` must be a Python integer >= 0"):
-    tf_extopt.keras.fit(model, x, y, max_iterations="3")
+    _fit(model, x, y, max_iterations="3")
   with pytest.raises(ValueError, match="verbose"):
-    tf_extopt.keras.fit(model, x, y, verbose=5)
+    _fit(model, x, y, verbose=5)
   with pytest.raises(ValueError, match="method"):
-    tf_extopt.keras.fit(model, x, y, method=None)
+    _fit(model, x, y, method=None)
   with pytest.raises(ValueError, match="not a scipy.optimize.minimize"):
-    tf_extopt.keras.fit(model, x, y, method="adam")
+    _fit(model, x, y, method="adam")
   with pytest.raises(TypeError, match="model must be a Keras"):
-    tf_extopt.keras.fit(object(), x, y)
+    _fit(object(), x, y)
   frozen = _keras3_model()
   frozen.trainable = False
   with pytest.raises(ValueError, match="no trainable variables"):
-    tf_extopt.keras.fit(frozen, x, y)
+    _fit(frozen, x, y)
   with pytest.raises(ValueError, match="unknown option"):
-    tf_extopt.keras.fit(model, x, y, maxiter=3)
+    _fit(model, x, y, maxiter=3)
 
 
 # --- Weight constraints ---------------------------------------------------------
@@ -539,8 +546,8 @@ def _constrained_fit(module, constraint, method, **kwargs):
     model = module.Sequential([module.layers.Dense(
         1, input_shape=(4,), kernel_constraint=constraint)])
   model.compile(loss="mse")
-  history = tf_extopt.keras.fit(model, x, y, method=method,
-                                max_iterations=200, verbose=0, **kwargs)
+  history = _fit(model, x, y, method=method,
+                 max_iterations=200, verbose=0, **kwargs)
   kernel, bias = model.get_weights()
   return history, kernel.ravel(), float(bias[0])
 
@@ -583,8 +590,8 @@ def test_constraint_bounds_merge_with_var_to_bounds(method):
   model.compile(loss="mse")
   kernel = model.trainable_variables[0]
   bounds = [(kernel, (None, 0.75))]
-  tf_extopt.keras.fit(model, x, y, method=method, max_iterations=200,
-                      verbose=0, var_to_bounds=bounds)
+  _fit(model, x, y, method=method, max_iterations=200,
+       verbose=0, var_to_bounds=bounds)
   assert bounds == [(kernel, (None, 0.75))]  # The caller's list is kept.
   expected_kernel, _ = _box_least_squares(0., 0.75)
   np.testing.assert_allclose(model.get_weights()[0].ravel(), expected_kernel,
@@ -635,9 +642,9 @@ def test_restored_weights_are_the_result(data, method):
   # is lowest after the first iteration and then rises.
   early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
                                         restore_best_weights=True)
-  history = tf_extopt.keras.fit(model, x, y, validation_data=(x, -y),
-                                callbacks=[early], method=method,
-                                max_iterations=10, verbose=0)
+  history = _fit(model, x, y, validation_data=(x, -y),
+                 callbacks=[early], method=method,
+                 max_iterations=10, verbose=0)
   val = history.history["val_loss"]
   best = int(np.argmin(val))
   assert best < len(val) - 1  # Restored: not the last iterate.
@@ -668,8 +675,8 @@ def test_result_kept_when_no_callback_moves_the_weights(data):
   model = _keras3_model()
   early = keras.callbacks.EarlyStopping(monitor="loss",
                                         restore_best_weights=True)
-  history = tf_extopt.keras.fit(model, x, y, callbacks=[early],
-                                max_iterations=4, verbose=0, tolerance=0.)
+  history = _fit(model, x, y, callbacks=[early],
+                 max_iterations=4, verbose=0, tolerance=0.)
   # The loss only decreases, so the best epoch is the last: nothing moves.
   assert history.result.status == 1
   assert history.result.fun == history.history["loss"][-1]
@@ -685,8 +692,8 @@ def test_learning_rate_callbacks_warn(data, name, make):
   model = _keras3_model()
   with pytest.warns(UserWarning, match=name + " sets model.optimizer's "
                     "learning rate, which L-BFGS does not use"):
-    tf_extopt.keras.fit(model, x, y, max_iterations=1, verbose=0,
-                        callbacks=[make()])
+    _fit(model, x, y, max_iterations=1, verbose=0,
+         callbacks=[make()])
 
 
 # --- Epochs and progress --------------------------------------------------------
@@ -709,27 +716,27 @@ class _Events(keras.callbacks.Callback):
 def test_every_epoch_begun_is_ended(data, method):
   x, y, _ = data
   events = _Events()
-  history = tf_extopt.keras.fit(_keras3_model(), x, y, method=method,
-                                max_iterations=3, verbose=0,
-                                callbacks=[events])
+  history = _fit(_keras3_model(), x, y, method=method,
+                 max_iterations=3, verbose=0,
+                 callbacks=[events])
   assert len(history.history["loss"]) == 3
   assert events.events == [(kind, epoch) for epoch in range(3)
                            for kind in ("begin", "end")]
   # Converged at the start: no iteration, so no epoch at all.
   events = _Events()
-  history = tf_extopt.keras.fit(_keras3_model(), x, y, method=method,
-                                max_iterations=3, verbose=0,
-                                callbacks=[events],
-                                **({"tolerance": 1e9} if method == "lbfgs"
-                                   else {"options": {"gtol": 1e9}}))
+  history = _fit(_keras3_model(), x, y, method=method,
+                 max_iterations=3, verbose=0,
+                 callbacks=[events],
+                 **({"tolerance": 1e9} if method == "lbfgs"
+                    else {"options": {"gtol": 1e9}}))
   assert history.result.nit == 0 and history.result.success
   assert events.events == []
 
 
 def test_verbose_2_prints_one_line_per_iteration(data, capsys):
   x, y, _ = data
-  tf_extopt.keras.fit(_keras3_model(), x, y, max_iterations=3, verbose=2,
-                      tolerance=0.)
+  _fit(_keras3_model(), x, y, max_iterations=3, verbose=2,
+       tolerance=0.)
   lines = [l for l in capsys.readouterr().out.splitlines()
            if "/iteration" in l]
   assert [l.split(" - ")[0].strip() for l in lines] == ["1/3", "2/3", "3/3"]
@@ -744,6 +751,72 @@ def test_tnc_stops_after_max_iterations(data):
     # No option renamed by us or unknown to SciPy.
     warnings.simplefilter("error", FutureWarning)
     warnings.simplefilter("error", scipy.optimize.OptimizeWarning)
-    history = tf_extopt.keras.fit(_keras3_model(), x, y, method="TNC",
-                                  max_iterations=3, verbose=0)
+    history = _fit(_keras3_model(), x, y, method="TNC",
+                   max_iterations=3, verbose=0)
   assert len(history.history["loss"]) == 3
+
+
+# --- method='auto' ---------------------------------------------------------
+
+
+def test_auto_takes_scipy_for_short_runs_on_a_cpu(data):
+  """The default: a short run on a CPU is SciPy's L-BFGS-B, the very run
+  `method='L-BFGS-B'` makes."""
+  x, y, _ = data
+  model = _keras3_model()
+  initial = _weights(model)
+  auto = tf_extopt.keras.fit(model, x, y, max_iterations=6, verbose=0)
+  assert auto.result.method == "L-BFGS-B"
+  after_auto = _weights(model)
+  model.set_weights(initial)
+  scipy_run = tf_extopt.keras.fit(model, x, y, method="L-BFGS-B",
+                                  max_iterations=6, verbose=0)
+  assert scipy_run.result.method == "L-BFGS-B"
+  assert auto.history["loss"] == scipy_run.history["loss"]
+  assert auto.evaluations == scipy_run.evaluations
+  _assert_weights_close(after_auto, _weights(model), atol=0)
+
+
+def test_auto_runs_long_fits_on_the_device(data):
+  x, y, _ = data
+  model = _keras3_model()
+  history = tf_extopt.keras.fit(
+      model, x, y, max_iterations=tfk_fit.AUTO_ON_DEVICE_ITERATIONS,
+      verbose=0)
+  assert history.result.method == "lbfgs"
+  assert "lbfgs_results" in history.result
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({}, "L-BFGS-B"),
+    ({"var_to_bounds": None}, "L-BFGS-B"),
+    ({"tolerance": 1e-6}, "lbfgs"),
+    ({"num_correction_pairs": 5}, "lbfgs"),
+    ({"options": {"gtol": 1e-6}}, "L-BFGS-B"),
+    ({"tol": 1e-6}, "L-BFGS-B"),
+])
+def test_auto_follows_the_options_given(options, expected):
+  given = dict(options)
+  assert tfk_fit._auto_method(given, 10, False, None) == expected
+  assert given == options  # Not modified.
+
+
+def test_auto_runs_on_the_device_where_only_it_gives_what_was_asked():
+  short = dict(options={}, max_iterations=10, jit_compile=False,
+               backup=None)
+  assert tfk_fit._auto_method(**short) == "L-BFGS-B"
+  assert tfk_fit._auto_method(**dict(
+      short, max_iterations=tfk_fit.AUTO_ON_DEVICE_ITERATIONS)) == "lbfgs"
+  assert tfk_fit._auto_method(**dict(short, jit_compile=True)) == "lbfgs"
+  assert tfk_fit._auto_method(**dict(short, backup=object())) == "lbfgs"
+  # The options (SciPy's) decide over the other reasons.
+  assert tfk_fit._auto_method(**dict(short, options={"tol": 1e-3},
+                                     jit_compile=True)) == "L-BFGS-B"
+
+
+def test_auto_with_a_backup_resumes_on_the_device(data, tmp_path):
+  x, y, _ = data
+  backup = keras.callbacks.BackupAndRestore(str(tmp_path))
+  history = tf_extopt.keras.fit(_keras3_model(), x, y, max_iterations=3,
+                                verbose=0, callbacks=[backup])
+  assert history.result.method == "lbfgs"

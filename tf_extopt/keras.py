@@ -30,6 +30,8 @@ Deliberate differences from `model.fit`:
 * Layers that update state in training mode (batch normalization moving
   statistics) update it on every objective evaluation, including line-search
   trials, rather than once per step.
+* The default `method='auto'` runs whichever of the on-device L-BFGS and
+  SciPy's L-BFGS-B reaches a loss sooner for the run (see `fit`).
 * Weight constraints that are bounds (`NonNeg`) become bounds, so L-BFGS-B
   keeps every iterate feasible; other constraints are refused (see `fit`).
   Keras' optimizers project the weights after each step instead.
@@ -557,6 +559,41 @@ _KERAS_FIT_ONLY = {
 }
 
 
+# `method='auto'` runs on the device from this many iterations up: below
+# it, on a CPU, the on-device solver's fixed cost (tracing and optimising
+# its graph, once per fit) is not paid back by its cheaper iterations
+# (benchmarks/README.md, "Time to a loss").
+AUTO_ON_DEVICE_ITERATIONS = 200
+# The path `method='auto'` takes for short runs.
+_AUTO_SCIPY_METHOD = "L-BFGS-B"
+
+
+def _auto_method(options, max_iterations, jit_compile, backup):
+  """The method `method='auto'` stands for in this fit.
+
+  On the device (`'lbfgs'`) wherever it is measured or expected to win, or
+  where only it gives what was asked for: runs of at least
+  `AUTO_ON_DEVICE_ITERATIONS` iterations, XLA (`jit_compile=True`), a
+  `BackupAndRestore` callback (only its resumed run takes the
+  uninterrupted run's iterates), a GPU or TPU (where every host round
+  trip costs more; untested), or `lbfgs_minimize` options. SciPy's
+  L-BFGS-B, the same algorithm with a host round trip per evaluation but
+  next to nothing to compile, for shorter runs on a CPU, and whenever
+  SciPy's own `options` or `tol` are given. Not the strategy: a model on
+  several replicas takes the method it would take on one device, and so
+  its iterates.
+  """
+  if "options" in options or "tol" in options:
+    return _AUTO_SCIPY_METHOD
+  accelerated = bool(tf.config.list_logical_devices("GPU")
+                     or tf.config.list_logical_devices("TPU"))
+  if (max_iterations >= AUTO_ON_DEVICE_ITERATIONS or jit_compile
+      or backup is not None or accelerated
+      or set(options) - {"var_to_bounds"}):
+    return "lbfgs"
+  return _AUTO_SCIPY_METHOD
+
+
 def _check_options(options):
   """Refuses Keras `fit` arguments passed as method options."""
   for name in options:
@@ -768,7 +805,8 @@ def _restored_result(problem, result):
   shown to be a minimum.
   """
   x, fun, jac = problem.describe_variables()
-  counters = {k: result[k] for k in ("nit", "nfev", "njev") if k in result}
+  counters = {k: result[k] for k in ("nit", "nfev", "njev", "method")
+              if k in result}
   return OptimizeResult(
       x=x, fun=fun, jac=jac, success=False, status=_run.STATUS_RESTORED,
       message="A callback set the weights to another point when training "
@@ -779,7 +817,7 @@ def _restored_result(problem, result):
 
 
 def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
-        validation_data=None, callbacks=None, verbose=1, method="lbfgs",
+        validation_data=None, callbacks=None, verbose=1, method="auto",
         max_iterations=100, loss=None, jit_compile=False, **options):
   """Trains `model` by minimizing its full-batch loss with L-BFGS.
 
@@ -801,8 +839,17 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
       get a warning: they change a learning rate L-BFGS does not use.
     verbose: 0 silent, 1 progress bar over iterations, 2 one line per
       iteration.
-    method: `'lbfgs'` (on-device `LbfgsOptimizerInterface`) or a
-      `scipy.optimize.minimize` method name (`ScipyOptimizerInterface`).
+    method: `'auto'` (default), `'lbfgs'` (on-device
+      `LbfgsOptimizerInterface`) or a `scipy.optimize.minimize` method
+      name (`ScipyOptimizerInterface`). `'auto'` takes whichever of
+      `'lbfgs'` and `'L-BFGS-B'` (the same algorithm through SciPy) reaches
+      a loss sooner: on a CPU, `'L-BFGS-B'` for runs shorter than
+      `AUTO_ON_DEVICE_ITERATIONS` (200) iterations, whose time the
+      on-device solver's one-off tracing would dominate; `'lbfgs'` for
+      longer runs, and always with `jit_compile=True`, a
+      `BackupAndRestore` callback, a GPU or TPU, or `lbfgs_minimize`
+      options (SciPy's `options`/`tol` take `'L-BFGS-B'`).
+      `history.result.method` says which ran.
     max_iterations: Maximum number of iterations (SciPy: `maxiter`; TNC,
       which has no iteration limit, is stopped after `max_iterations`
       iterations, with `status` 99).
@@ -822,8 +869,8 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     The `History` callback: `history.history['loss']` has one entry per
     iteration; `history.evaluations[i]` is the number of objective
     evaluations (loss and gradient over the full data) made by the end of
-    iteration `i`; `history.result` is the optimizer's `OptimizeResult`
-    (None when `max_iterations=0`). When a callback set the weights to
+    iteration `i`; `history.result` is the optimizer's `OptimizeResult`,
+    with `method` the method that ran (None when `max_iterations=0`). When a callback set the weights to
     another point at the end (`EarlyStopping(restore_best_weights=True)`),
     `history.result` describes the weights the model holds: `x`, and `fun`
     and `jac` evaluated there (one more evaluation), with `success` False,
@@ -886,8 +933,8 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
                      (verbose,))
   verbose = 1 if verbose == "auto" else verbose
   if not isinstance(method, str):
-    raise ValueError("method must be 'lbfgs' or a SciPy method name; got %r."
-                     % (method,))
+    raise ValueError("method must be 'auto', 'lbfgs' or a SciPy method name; "
+                     "got %r." % (method,))
   _check_options(options)
   if loss is not None:
     batch_loss = _override_loss_fn(model, K, loss)
@@ -921,9 +968,11 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     contribution, replica_inputs = objective.replica_loss(strategy)
 
   options = dict(options)  # Never mutate the caller's dicts.
-  on_device = method.lower() == "lbfgs"
   callbacks = _callback_list(K, callbacks)
   backup, callbacks = _take_backup(K, callbacks)
+  if method.lower() == "auto":
+    method = _auto_method(options, max_iterations, jit_compile, backup)
+  on_device = method.lower() == "lbfgs"
   bounds = _constraint_bounds(model, packer,
                               options.pop("var_to_bounds", None), method)
   problem = _problem.Problem.on_replicas(packer, strategy, contribution,
@@ -1025,9 +1074,9 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
         "before the restored backup." % max_iterations)
   else:
     result = opt.minimize(progress_callback=epochs)
+  result = OptimizeResult(result, method=method)
   if restored is not None and not on_device:
     # The whole run's counts, as the on-device solver's results keep them.
-    result = OptimizeResult(result)
     result["nit"] = int(result.get("nit", 0)) + restored["nit_offset"]
     result["nfev"] = int(result.get("nfev", 0)) + restored["nfev_offset"]
   held = packer.pack_values().numpy()
