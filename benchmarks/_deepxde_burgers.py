@@ -30,6 +30,7 @@ one ran and what DeepXDE passed to it.
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import random
@@ -117,8 +118,13 @@ class _Recorder:
 
   def install(self, solver):
     if BACKEND == "tensorflow":
-      function = (tf_extopt.lbfgs_minimize if solver == "tf_extopt"
-                  else _ORIGINAL)
+      function = {
+          "tf_extopt": tf_extopt.lbfgs_minimize,
+          # The one-line swap with Wolfe steps (no refinement), as the
+          # interfaces take them.
+          "tf_extopt_wolfe": functools.partial(tf_extopt.lbfgs_minimize,
+                                               exact_line_search=False),
+      }.get(solver, _ORIGINAL)
 
       def counted(*args, **kwargs):
         self.calls += 1
@@ -323,8 +329,9 @@ def main(argv=None):
   parser.add_argument("--adam", type=int, default=1000, help="Adam steps")
   parser.add_argument("--runs", default="[]",
                       help="JSON list of {solver, options} L-BFGS runs, "
-                      "each from the Adam weights; solver is 'tf_extopt' "
-                      "or 'baseline'")
+                      "each from the Adam weights; solver is 'tf_extopt', "
+                      "'tf_extopt_wolfe' (tensorflow backend) or "
+                      "'baseline'")
   parser.add_argument("--resume", type=int, default=0,
                       help="TF2 only: also compare k + k resumed iterations "
                       "with 2k in one run")

@@ -433,6 +433,8 @@ def run_problem(name, problem, budgets, warm_up=True):
 _DEEPXDE_PATHS = {
     ("tensorflow", "baseline"): "TFP (DeepXDE's default)",
     ("tensorflow", "tf_extopt"): "tf_extopt.lbfgs_minimize",
+    ("tensorflow", "tf_extopt_wolfe"):
+        "tf_extopt.lbfgs_minimize, exact_line_search=False",
     ("tensorflow.compat.v1", "tf_extopt"): "SciPy (compat.v1)",
 }
 
@@ -474,7 +476,7 @@ def run_deepxde(quick, budgets, seed=0):
       "DeepXDE %s Burgers example, %d collocation points, 3 x 20 tanh "
       "(float32), %d Adam steps; DeepXDE's L-BFGS options (maxcor=100)"
       % (_deepxde_version(), domain, adam),
-      adam_losses["tensorflow"], paths, [paths[0], paths[2]], paths[2],
+      adam_losses["tensorflow"], paths, [paths[0], paths[3]], paths[3],
       runs, {p: None for p in paths}, notes)
 
 
