@@ -16,10 +16,24 @@ so the buffers are loop-carried as in the solver's loop; the table gives
 the median time per push (or direction) over `--repeats` calls. The two
 directions are checked against each other first.
 
-Run: python benchmarks/memory_profile.py [--batch 1000,10000]
+With `--in-situ`, instead, the whole solver on a batch of Rosenbrock-10
+problems (`lbfgs_bench.py`'s timing batch), graph mode and XLA, in
+alternating rounds, with `_memory` (and the driver) patched:
+
+- `push twice`, `direction twice`: each computed a second time on a
+  perturbed input that cannot be merged with the first (the results are
+  discarded by a `0 *` term), so the extra time per trip is what one more
+  push or direction costs inside the loop, with the same iterates;
+- `ring memory`: pairs written into each member's own slot of a `[m, B, n]`
+  ring, put in age order by one gather per direction (same iterates);
+- `advance twice`: the driver's whole per-trip update computed a second
+  time, as above (same iterates).
+
+Run: python benchmarks/memory_profile.py [--batch 1000,10000] [--in-situ]
 """
 
 import argparse
+import collections
 import os
 import time
 
@@ -28,6 +42,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf
 
+import tf_extopt
+from tf_extopt import test_problems
+from tf_extopt._solver import _context
+from tf_extopt._solver import _driver
 from tf_extopt._solver import _memory
 
 
@@ -186,7 +204,184 @@ def compact_direction(state, g):
 
 
 # ---------------------------------------------------------------------------
-# Timing.
+# In the loop: the solver with `_memory` or the driver patched.
+# ---------------------------------------------------------------------------
+
+RingMemory = collections.namedtuple(
+    "RingMemory", ["s", "y", "rho", "count", "head"])
+
+
+def _ring_module():
+  """`_memory`'s interface on a per-member ring `[m, B, n]`, as a dict."""
+  shift = {name: getattr(_memory, name) for name in (
+      "Memory", "from_deltas", "direction")}
+
+  def empty(batch_size, num_pairs, n, dtype):
+    zeros = tf.zeros(tf.stack([num_pairs, batch_size, n]), dtype=dtype)
+    ints = tf.zeros(tf.reshape(batch_size, [1]), dtype=tf.int32)
+    return RingMemory(s=zeros, y=zeros, count=ints, head=ints,
+                      rho=tf.zeros(tf.stack([num_pairs, batch_size]), dtype))
+
+  def push(memory, s, y, where):
+    num_pairs = memory.s.shape[0]
+    sy = tf.reduce_sum(s * y, axis=-1)
+    rho = tf.math.divide_no_nan(tf.ones_like(sy), sy)
+
+    def pushed():
+      slot = tf.equal(tf.range(num_pairs)[:, None], memory.head[None])
+      slot &= where[None]
+      return (tf.where(slot[:, :, None], s[None], memory.s),
+              tf.where(slot[:, :, None], y[None], memory.y),
+              tf.where(slot, rho[None], memory.rho))
+
+    if _context.in_xla_context():
+      new_s, new_y, new_rho = tf.cond(
+          tf.reduce_any(where), pushed,
+          lambda: (memory.s, memory.y, memory.rho))
+    else:
+      new_s, new_y, new_rho = pushed()
+    return RingMemory(
+        s=new_s, y=new_y, rho=new_rho,
+        count=tf.where(where, tf.minimum(memory.count + 1, num_pairs),
+                       memory.count),
+        head=tf.where(where, (memory.head + 1) % num_pairs, memory.head))
+
+  def reset(memory, where):
+    return memory._replace(
+        count=tf.where(where, tf.zeros_like(memory.count), memory.count))
+
+  def select(memory, index):
+    return RingMemory(s=tf.gather(memory.s, index, axis=1),
+                      y=tf.gather(memory.y, index, axis=1),
+                      rho=tf.gather(memory.rho, index, axis=1),
+                      count=tf.gather(memory.count, index),
+                      head=tf.gather(memory.head, index))
+
+  def held(memory):
+    num_pairs = memory.s.shape[0]
+    positions = tf.range(num_pairs, dtype=tf.int32)
+    return positions[:, None] >= (num_pairs - memory.count)[None, :]
+
+  def ordered(memory):
+    """`s, y, rho` oldest first and right-aligned, by one gather each."""
+    num_pairs = memory.s.shape[0]
+    slots = (memory.head[None] + tf.range(num_pairs)[:, None]) % num_pairs
+    members = tf.broadcast_to(tf.range(tf.shape(memory.head)[0])[None],
+                              tf.shape(slots))
+    index = tf.stack([slots, members], axis=-1)
+    return (tf.gather_nd(memory.s, index), tf.gather_nd(memory.y, index),
+            tf.gather_nd(memory.rho, index))
+
+  def to_deltas(memory, position_shape):
+    s, y, _ = ordered(memory)
+    mask = tf.cast(held(memory), s.dtype)[:, :, None]
+    shape = tf.concat([[memory.s.shape[0]], position_shape], axis=0)
+    return tf.reshape(s * mask, shape), tf.reshape(y * mask, shape)
+
+  def from_deltas(position_deltas, gradient_deltas, batch_size, n):
+    old = shift["from_deltas"](position_deltas, gradient_deltas, batch_size,
+                               n)
+    return RingMemory(s=tf.transpose(old.s, [0, 2, 1]),
+                      y=tf.transpose(old.y, [0, 2, 1]), rho=old.rho,
+                      count=old.count, head=tf.zeros_like(old.count))
+
+  def direction(memory, gradient, initial_inverse_hessian=None):
+    s, y, rho = ordered(memory)
+    return shift["direction"](
+        shift["Memory"](s=tf.transpose(s, [0, 2, 1]),
+                        y=tf.transpose(y, [0, 2, 1]), rho=rho,
+                        count=memory.count),
+        gradient, initial_inverse_hessian)
+
+  def chronological(memory):
+    s, y, _ = ordered(memory)
+    mask = held(memory)
+    weights = tf.cast(mask, s.dtype)[:, :, None]
+    return (tf.transpose(s * weights, [1, 0, 2]),
+            tf.transpose(y * weights, [1, 0, 2]), tf.transpose(mask))
+
+  return dict(empty=empty, push=push, reset=reset, select=select,
+              to_deltas=to_deltas, from_deltas=from_deltas,
+              direction=direction, chronological=chronological)
+
+
+def _patches():
+  """Variant name -> {(module, attribute): replacement}."""
+  push, direction, advance = _memory.push, _memory.direction, _driver._advance  # pylint: disable=protected-access
+
+  def push_twice(memory, s, y, where):
+    first = push(memory, s, y, where)
+    second = push(memory, s + 0.0 * y, y, where)
+    return first._replace(s=first.s + 0.0 * second.s,
+                          y=first.y + 0.0 * second.y)
+
+  def direction_twice(memory, g, initial_inverse_hessian=None):
+    first = direction(memory, g, initial_inverse_hessian)
+    second = direction(memory, g + 0.0 * first, initial_inverse_hessian)
+    return first + 0.0 * second
+
+  def advance_twice(config, strategy, state, x, f, g):
+    first = advance(config, strategy, state, x, f, g)
+    second = advance(config, strategy, state, x, f + 0.0 * first.f[:1], g)
+    return first._replace(f=first.f + 0.0 * second.f)
+
+  return {
+      "main's memory": {},
+      "push twice": {(_memory, "push"): push_twice},
+      "direction twice": {(_memory, "direction"): direction_twice},
+      "ring memory": {(_memory, name): function
+                      for name, function in _ring_module().items()},
+      "advance twice": {(_driver, "_advance"): advance_twice},
+  }
+
+
+def in_situ(batch, rounds):
+  """Times the patched solvers; prints ms per trip and ratios to main's."""
+  rosenbrock = test_problems.value_and_gradients(test_problems._rosenbrock)  # pylint: disable=protected-access
+  starts = tf.constant(np.random.RandomState(0).uniform(
+      -2.0, 2.0, (batch, 10)))
+  print(f"## In the loop: {batch} Rosenbrock-10 problems, tolerance 1e-6, "
+        f"{rounds} alternating rounds\n")
+  print("| mode | variant | wall time | batched evaluations | ms per trip "
+        "| main's / variant (wall) | same iterates |")
+  print("|---|---|---:|---:|---:|---:|---|")
+  for mode, jit in (("tf.function", False), ("XLA", True)):
+    functions, results = {}, {}
+    for name, patch in _patches().items():
+      saved = {key: getattr(*key) for key in patch}
+      for (module, attribute), value in patch.items():
+        setattr(module, attribute, value)
+      try:
+        functions[name] = tf.function(
+            lambda x: tf_extopt.lbfgs_minimize(
+                rosenbrock, x, tolerance=1e-6, max_iterations=1000),
+            jit_compile=jit)
+        results[name] = functions[name](starts)       # trace, compile
+      finally:
+        for (module, attribute), value in saved.items():
+          setattr(module, attribute, value)
+    times = {name: [] for name in functions}
+    for _ in range(rounds):
+      for name, function in functions.items():
+        began = time.perf_counter()
+        function(starts).position.numpy()
+        times[name].append(time.perf_counter() - began)
+    reference = results["main's memory"]
+    for name in functions:
+      trips = int(results[name].num_objective_evaluations)
+      wall = np.median(times[name])
+      ratio = np.median(np.array(times["main's memory"])
+                        / np.array(times[name]))
+      same = np.array_equal(results[name].position.numpy(),
+                            reference.position.numpy())
+      print(f"| {mode} | {name} | {1e3 * wall:.0f} ms | {trips} | "
+            f"{1e3 * wall / trips:.3f} | {ratio:.2f}x | "
+            f"{'yes' if same else 'no'} |", flush=True)
+  print()
+
+
+# ---------------------------------------------------------------------------
+# Alone.
 # ---------------------------------------------------------------------------
 
 
@@ -253,7 +448,15 @@ def main():
   parser.add_argument("--pairs", type=int, default=10)
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--repeats", type=int, default=15)
+  parser.add_argument("--in-situ", action="store_true",
+                      help="time the patched solver instead")
+  parser.add_argument("--rounds", type=int, default=7,
+                      help="alternating rounds with --in-situ")
   args = parser.parse_args()
+  if args.in_situ:
+    for batch in [int(b) for b in args.batch.split(",")]:
+      in_situ(batch, args.rounds)
+    return
   dtype = tf.float64
   print(f"n = {args.n}, m = {args.pairs}, float64, {args.steps} pushes or "
         f"directions per call, median of {args.repeats} calls, "
