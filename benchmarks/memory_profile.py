@@ -112,8 +112,10 @@ def column_write(gram, head, column, where):
                                      tf.where(where[:, None], column, old))
 
 
-def ring_push(state, s, y, where, how):
+def ring_push(state, s, y, where, how, gram=True):
   """Ring push with the Gram upkeep. `state` = (S, Y, SY, YY, head, count).
+
+  With `gram=False` only the pair is written (the cost of the write alone).
 
   S, Y `[m, n, B]` by slot; SY, YY `[B, m(col j), m(row i)]` hold
   `s_i . y_j` and `y_i . y_j`, written by column when `j` is pushed (so
@@ -126,6 +128,9 @@ def ring_push(state, s, y, where, how):
   y = tf.transpose(y)
   s_buffer = ring_write(s_buffer, head, s, where, how)
   y_buffer = ring_write(y_buffer, head, y, where, how)
+  if not gram:
+    return (s_buffer, y_buffer, sy_gram, yy_gram,
+            tf.where(where, (head + 1) % num_pairs, head), count)
   # After the write: column of the new pair against every slot (itself too).
   sy_column = tf.transpose(tf.reduce_sum(s_buffer * y[None], axis=1))
   yy_column = tf.transpose(tf.reduce_sum(y_buffer * y[None], axis=1))
@@ -307,7 +312,8 @@ def _ring_module():
 
 def _patches():
   """Variant name -> {(module, attribute): replacement}."""
-  push, direction, advance = _memory.push, _memory.direction, _driver._advance  # pylint: disable=protected-access
+  push, direction = _memory.push, _memory.direction
+  advance = _driver._advance  # pylint: disable=protected-access
 
   def push_twice(memory, s, y, where):
     first = push(memory, s, y, where)
@@ -337,7 +343,7 @@ def _patches():
 
 def in_situ(batch, rounds):
   """Times the patched solvers; prints ms per trip and ratios to main's."""
-  rosenbrock = test_problems.value_and_gradients(test_problems._rosenbrock)  # pylint: disable=protected-access
+  rosenbrock = test_problems.value_and_gradients(test_problems._rosenbrock)
   starts = tf.constant(np.random.RandomState(0).uniform(
       -2.0, 2.0, (batch, 10)))
   print(f"## In the loop: {batch} Rosenbrock-10 problems, tolerance 1e-6, "
@@ -461,9 +467,10 @@ def main():
   print(f"n = {args.n}, m = {args.pairs}, float64, {args.steps} pushes or "
         f"directions per call, median of {args.repeats} calls, "
         "variants alternating; ms per push or direction\n")
-  print("| B | mode | shift push | shift push (cond) | ring push (select) "
-        "| ring push (scatter) | two-loop direction | compact direction |")
-  print("|---:|---|---:|---:|---:|---:|---:|---:|")
+  print("| B | mode | shift push | shift push (cond) | ring write alone "
+        "(select) | ring push (select) | ring push (scatter) | two-loop "
+        "direction | compact direction |")
+  print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
   for batch in [int(b) for b in args.batch.split(",")]:
     rng = np.random.RandomState(batch)
     shift, ring = filled(batch, args.n, args.pairs, rng, dtype)
@@ -480,6 +487,9 @@ def main():
           (looped_push(lambda st, s, y, w: shift_push(
               *st[:3], st[3], s, y, w, True), args.steps),
            (shift, s, y, where)),
+          (looped_push(lambda st, s, y, w: ring_push(st, s, y, w, "select",
+                                                     gram=False),
+                       args.steps), (ring, s, y, where)),
           (looped_push(lambda st, s, y, w: ring_push(st, s, y, w, "select"),
                        args.steps), (ring, s, y, where)),
           (looped_push(lambda st, s, y, w: ring_push(st, s, y, w, "scatter"),
