@@ -229,7 +229,8 @@ def _ring_module():
 
   def push(memory, s, y, where):
     num_pairs = memory.s.shape[0]
-    sy = tf.reduce_sum(s * y, axis=-1)
+    # Summed over the leading axis as `_memory.push` does (same rounding).
+    sy = tf.reduce_sum(tf.transpose(s) * tf.transpose(y), axis=0)
     rho = tf.math.divide_no_nan(tf.ones_like(sy), sy)
 
     def pushed():
