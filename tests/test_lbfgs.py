@@ -25,6 +25,7 @@ from tests._problems import quadratic
 from tests._problems import skewed_quadratic
 from tests._solver_regimes import solver_regime  # pylint: disable=unused-import
 from tests._solver_regimes import run
+from tests._tracing_helpers import traced_nodes
 from tests._tracing_helpers import xla_compiled_calls
 
 # The module-wide `solver_regime` fixture, plus the TF1 session for the
@@ -501,6 +502,24 @@ def test_compiled_update_follows_the_same_path(solver_regime):
   np.testing.assert_allclose(compiled.position, plain.position, atol=1e-9)
   assert abs(int(compiled.num_objective_evaluations)
              - int(plain.num_objective_evaluations)) <= 1
+
+
+def test_xla_trace_does_not_grow_with_num_correction_pairs():
+  """Under XLA the two-loop recursion is a `tf.while_loop` over the pairs,
+  so 100 pairs (DeepXDE's `maxcor`) trace no more ops than 10. Plain graphs
+  unroll it (faster per trip there; `_memory.direction`), so their trace
+  grows with the pairs: that is checked too, so that this test notices
+  which form each mode takes."""
+  function = test_problems.value_and_gradients(test_problems._himmelblau)
+  spec = tf.TensorSpec([2], tf.float64)
+
+  def ops(pairs, jit_compile):
+    traced = tf.function(lambda x: tf_extopt.lbfgs_minimize(
+        function, x, num_correction_pairs=pairs), jit_compile=jit_compile)
+    return len(traced_nodes(traced.get_concrete_function(spec)))
+
+  assert ops(100, jit_compile=True) == ops(10, jit_compile=True)
+  assert ops(100, jit_compile=False) > ops(10, jit_compile=False)
 
 
 @pytest.mark.parametrize("batch,expected", [(8, 0), (256, 1)])
