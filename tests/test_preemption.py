@@ -563,3 +563,22 @@ def test_restore_of_a_start_point_starts_there():
       progress_callback=fresh.append)
   np.testing.assert_allclose([p.x for p in seen], [p.x for p in fresh],
                              rtol=1e-12)
+
+
+def test_double_backup_keeps_the_one_before_through_a_kill(tmp_path):
+  """With `double`, each save renames the last backup to the previous one,
+  then writes the new one: a kill between the two leaves only the
+  previous one, which the restart reads."""
+  backup = _checkpoint.Backup(str(tmp_path), every=1, delete=False,
+                              double=True)
+  identity = {"fit": "same"}
+  arrays = {"w": np.arange(3.0)}
+  backup.save(identity, {"nit": 1}, arrays)
+  backup.save(identity, {"nit": 2}, dict(arrays, w=arrays["w"] + 1))
+  meta, saved = backup.load(identity)
+  assert meta["nit"] == 2
+  np.testing.assert_array_equal(saved["w"], arrays["w"] + 1)
+  os.remove(backup.path)  # As a kill after the rename would leave it.
+  meta, saved = backup.load(identity)
+  assert meta["nit"] == 1
+  np.testing.assert_array_equal(saved["w"], arrays["w"])

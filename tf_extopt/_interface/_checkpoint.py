@@ -243,8 +243,10 @@ class Backup:
     """Writes a new backup over the last one, atomically."""
     data = encode(dict(identity, meta=meta), arrays)
     if self._double and os.path.exists(self.path):
-      with open(self.path, "rb") as f:
-        write_atomically(self._previous_path, f.read())
+      # The last backup becomes the previous one by a rename, not a copy:
+      # a kill before the new one is written leaves the previous one,
+      # which `load` reads when the last is missing.
+      os.replace(self.path, self._previous_path)
     write_atomically(self.path, data)
 
   def end(self):
