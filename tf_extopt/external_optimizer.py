@@ -388,6 +388,7 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
 
   @classmethod
   def _method(cls, optimizer_kwargs):
+    """The method `optimizer_kwargs` name, or the default."""
     return optimizer_kwargs.get("method", cls._DEFAULT_METHOD)
 
   @staticmethod
@@ -402,7 +403,7 @@ class ScipyOptimizerInterface(ExternalOptimizerInterface):
             "Optimizer keyword arg '%s' is set automatically and cannot be "
             "injected manually (use step_callback/loss_callback, "
             "equalities/inequalities)." % name)
-    method = kwargs.get("method", ScipyOptimizerInterface._DEFAULT_METHOD)
+    method = ScipyOptimizerInterface._method(kwargs)
     if not callable(method):
       if not isinstance(method, str):
         raise TypeError("method must be a SciPy method name or a callable; "

@@ -805,15 +805,15 @@ def _restored_result(problem, result):
   shown to be a minimum.
   """
   x, fun, jac = problem.describe_variables()
-  counters = {k: result[k] for k in ("nit", "nfev", "njev", "method")
-              if k in result}
+  carried = {k: result[k] for k in ("nit", "nfev", "njev", "method")
+             if k in result}
   return OptimizeResult(
       x=x, fun=fun, jac=jac, success=False, status=_run.STATUS_RESTORED,
       message="A callback set the weights to another point when training "
       "ended (e.g. EarlyStopping(restore_best_weights=True)); x, fun and "
       "jac describe that point, not the optimizer's end point. Optimizer's "
       "message: %s" % result.get("message", ""),
-      optimizer_status=result.get("status"), **counters)
+      optimizer_status=result.get("status"), **carried)
 
 
 def fit(model, x=None, y=None, batch_size=None, sample_weight=None,

@@ -306,7 +306,6 @@ class LbfgsOptimizerInterface(_base.VariableOptimizer,
 
   def _configure(self):
     optimizer_kwargs = self.optimizer_kwargs
-    self._jit_compile = self._problem.jit_compile
     if (self._packed_bounds_arrays is not None
         and "initial_inverse_hessian_estimate" in optimizer_kwargs):
       raise ValueError(
@@ -506,7 +505,8 @@ class LbfgsOptimizerInterface(_base.VariableOptimizer,
     # only where compiling costs nothing until it is first called (eager),
     # and the record's size does not enter an XLA compilation.
     self._resume_traced = None
-    if self._evaluator.compiles_on_first_call and not self._jit_compile:
+    if (self._evaluator.compiles_on_first_call
+        and not self._problem.jit_compile):
       self._resume_traced = compile_(self._solve_traced,
                                      [previous, scalar_i],
                                      "lbfgs_interface_traced")
