@@ -4,8 +4,8 @@ The plain L-BFGS twin of `lbfgsb_bench.py --profile`: for a batch of `B`
 members (n = 10, m = 10, float64 by default) times, each alone in a
 `tf.function` with and without `jit_compile=True`,
 
-- the shifting push and the two-loop recursion (`_memory` on `main`, kept
-  here as `shift_push` / `two_loop_direction`), and
+- the solver's shifting push, with and without its conditional, and its
+  two-loop recursion (`_memory.push`, `_memory.direction`), and
 - the ring memory: a pair written into the member's own slot, the small
   Gram matrices `S^T Y` and `Y^T Y` kept by one column per push, and the
   direction from the compact representation (`ring_push` /
@@ -50,30 +50,14 @@ from tf_extopt._solver import _memory
 
 
 # ---------------------------------------------------------------------------
-# The shifting memory (as on `main`): [m, n, B] right-aligned, oldest first.
+# The solver's shifting memory: [m, n, B] right-aligned, oldest first.
 # ---------------------------------------------------------------------------
 
 
 def shift_push(s_buffer, y_buffer, rho, count, s, y, where, conditional):
-  """`main`'s push on raw buffers; `s`, `y` are `[B, n]`."""
-  num_pairs = s_buffer.shape[0]
-  s = tf.transpose(s)
-  y = tf.transpose(y)
-  sy = tf.reduce_sum(s * y, axis=0)
-  new_rho = tf.math.divide_no_nan(tf.ones_like(sy), sy)
-
-  def shifted(buffer, new):
-    return tf.where(where, tf.concat([buffer[1:], new[None]], axis=0), buffer)
-
-  def pushed():
-    return (shifted(s_buffer, s), shifted(y_buffer, y), shifted(rho, new_rho))
-
-  if conditional:
-    out = tf.cond(tf.reduce_any(where), pushed,
-                  lambda: (s_buffer, y_buffer, rho))
-  else:
-    out = pushed()
-  return out + (tf.where(where, tf.minimum(count + 1, num_pairs), count),)
+  """`_memory.push` on raw buffers, with or without its conditional."""
+  return tuple(_memory.push(_memory.Memory(s_buffer, y_buffer, rho, count),
+                            s, y, where, conditional=conditional))
 
 
 def two_loop_direction(s_buffer, y_buffer, rho, count, g):
@@ -252,21 +236,12 @@ def _ring_module():
                        memory.count),
         head=tf.where(where, (memory.head + 1) % num_pairs, memory.head))
 
-  def reset(memory, where):
-    return memory._replace(
-        count=tf.where(where, tf.zeros_like(memory.count), memory.count))
-
   def select(memory, index):
     return RingMemory(s=tf.gather(memory.s, index, axis=1),
                       y=tf.gather(memory.y, index, axis=1),
                       rho=tf.gather(memory.rho, index, axis=1),
                       count=tf.gather(memory.count, index),
                       head=tf.gather(memory.head, index))
-
-  def held(memory):
-    num_pairs = memory.s.shape[0]
-    positions = tf.range(num_pairs, dtype=tf.int32)
-    return positions[:, None] >= (num_pairs - memory.count)[None, :]
 
   def ordered(memory):
     """`s, y, rho` oldest first and right-aligned, by one gather each."""
@@ -280,7 +255,7 @@ def _ring_module():
 
   def to_deltas(memory, position_shape):
     s, y, _ = ordered(memory)
-    mask = tf.cast(held(memory), s.dtype)[:, :, None]
+    mask = tf.cast(_memory._held(memory), s.dtype)[:, :, None]
     shape = tf.concat([[memory.s.shape[0]], position_shape], axis=0)
     return tf.reshape(s * mask, shape), tf.reshape(y * mask, shape)
 
@@ -301,12 +276,12 @@ def _ring_module():
 
   def chronological(memory):
     s, y, _ = ordered(memory)
-    mask = held(memory)
+    mask = _memory._held(memory)
     weights = tf.cast(mask, s.dtype)[:, :, None]
     return (tf.transpose(s * weights, [1, 0, 2]),
             tf.transpose(y * weights, [1, 0, 2]), tf.transpose(mask))
 
-  return dict(empty=empty, push=push, reset=reset, select=select,
+  return dict(empty=empty, push=push, reset=_memory.reset, select=select,
               to_deltas=to_deltas, from_deltas=from_deltas,
               direction=direction, chronological=chronological)
 

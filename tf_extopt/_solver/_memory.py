@@ -49,8 +49,12 @@ def empty(batch_size, num_pairs, n, dtype):
                 count=tf.zeros(tf.reshape(batch_size, [1]), dtype=tf.int32))
 
 
-def push(memory, s, y, where):
-  """Appends `(s, y)` (each `[B, n]`) for the members where `where` is true."""
+def push(memory, s, y, where, conditional=None):
+  """Appends `(s, y)` (each `[B, n]`) for the members where `where` is true.
+
+  `conditional` puts the shift behind a `tf.cond` on `any(where)`; None
+  (the solver's choice) does so under XLA only (see below).
+  """
   num_pairs = memory.s.shape[0]
   s = tf.transpose(s)
   y = tf.transpose(y)
@@ -64,7 +68,9 @@ def push(memory, s, y, where):
     return (shifted(memory.s, s), shifted(memory.y, y),
             shifted(memory.rho, rho))
 
-  if _context.in_xla_context():
+  if conditional is None:
+    conditional = _context.in_xla_context()
+  if conditional:
     # Through a conditional, `where` reaches the shift as a computed [B]
     # array. Otherwise XLA fuses the whole line-search logic that decides
     # `where` into the shift and recomputes it for every element of the
