@@ -307,6 +307,39 @@ def search_line(phi, refine_tolerance):
   return trials, status
 
 
+def test_line_search_step_selects_fields_then_stacks_them():
+  """A member that stopped keeps its state but for the evaluation count,
+  and the new state is the stack of the selected fields: a select over the
+  packed `[K, B]` state (the earlier form) made every row a caller unpacks
+  under XLA a call into one large per-element function, never vectorised,
+  which made the XLA loop about 1.4x slower on a batch (benchmarks/
+  README.md, "The per-trip update under XLA")."""
+  two = lambda a, b: tf.constant([a, b], tf.float64)
+
+  @tf.function(autograph=False)
+  def one_step(state):
+    # Member 0 evaluates a strong-Wolfe point of phi(a) = -a + a^2 / 4 at
+    # a = 1 (its search ends); member 1 a point with no decrease (its
+    # search goes on).
+    return _linesearch.step(state, two(-0.75, 1.0), two(-0.5, 3.0),
+                            tf.constant([True, True]))
+
+  state = _linesearch.init(two(1.0, 1.0), two(0.0, 0.0), two(-1.0, -1.0),
+                           two(1e10, 1e10))
+  new_state, status, _ = one_step(state)
+  np.testing.assert_array_equal(
+      status, [_linesearch.CONVERGED, _linesearch.CONTINUE])
+  before, after = _linesearch.unpack(state), _linesearch.unpack(new_state)
+  for name, old, new in zip(before._fields, before, after):
+    if name == "num_evaluations":
+      np.testing.assert_array_equal(new, old + 1)
+    else:
+      assert new[0] == old[0], name
+  assert after.step[1] < 1.0
+  graph = one_step.get_concrete_function(state).graph
+  assert graph.outputs[0].op.inputs[0].op.type == "Pack"
+
+
 @pytest.mark.parametrize("line", sorted(LINES))
 @pytest.mark.parametrize("n, m", [(20, 10), (10, 10), (3, 10)])
 def test_refinement_rule_depends_on_n_against_m(line, n, m):

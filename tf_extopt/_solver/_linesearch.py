@@ -31,7 +31,9 @@ The state itself is one ``[K, B]`` tensor (``K`` fields stacked, booleans and
 counters stored as 0/1 and whole numbers in the value dtype): XLA on CPU
 compiles each separately returned ``[B]`` field to its own kernel plus a copy
 at the loop boundary, and a stacked state turns the whole update into a
-handful of fused kernels per trip.
+handful of fused kernels per trip. `step` selects the new state field by
+field and stacks it last, so that what a caller unpacks from it is the
+field itself (see the comment there).
 
 Notation map (paper / MINPACK -> code): ``stp`` -> ``step``; ``stx, fx, gx``
 -> ``best_step, best_value, best_slope`` (the step with the least value of the
@@ -329,8 +331,7 @@ def step(state, value, slope, is_finite, final=None):
     `num_evaluations` advanced, so `best_step` still names the best point.
   """
   dtype = value.dtype
-  packed = state
-  state = unpack(packed)
+  state = unpack(state)
   stp = state.step
   # Keep the arithmetic clean for non-finite members; their result is replaced.
   f = tf.where(is_finite, value, state.best_value)
@@ -414,9 +415,8 @@ def step(state, value, slope, is_finite, final=None):
   new_step = tf.where(stuck, stx, new_step)
 
   searching = tf.equal(status, CONTINUE)
-  # Members that stopped keep their state (one select over the packed
-  # state); every member's evaluation count advances.
-  new_state = tf.where(searching[None], pack(LineSearchState(
+  counted = state.num_evaluations + 1
+  advanced = LineSearchState(
       step=new_step,
       initial_value=state.initial_value,
       initial_slope=state.initial_slope,
@@ -430,19 +430,27 @@ def step(state, value, slope, is_finite, final=None):
       min_step=state.min_step,
       max_step=state.max_step,
       refine_tolerance=state.refine_tolerance,
-      refining=tf.zeros_like(f),
+      refining=tf.zeros_like(refine),
       resolvable=state.resolvable,
-      num_evaluations=state.num_evaluations + 1)), packed)
+      num_evaluations=counted)
   # A refining member keeps the refined point as its best point and tries the
   # line minimiser next.
-  new_state = tf.where(refine[None], pack(state._replace(
+  refined = state._replace(
       step=tf.clip_by_value(line_minimum, state.min_step, state.max_step),
       best_step=stp, best_value=f, best_slope=g,
-      refining=tf.ones_like(f),
-      num_evaluations=state.num_evaluations + 1)), new_state)
-  is_counter = tf.one_hot(len(LineSearchState._fields) - 1,
-                          len(LineSearchState._fields), dtype=dtype)
-  new_state += is_counter[:, None] * tf.cast(~searching, dtype)[None]
+      refining=tf.ones_like(refine),
+      num_evaluations=counted)
+  # Members that stopped keep their state, so that `best_step` still names
+  # their best point; every member's evaluation count advances. Selected
+  # field by field and stacked last: under XLA a caller's `unpack` of the
+  # result is then the field itself, where selecting over the packed
+  # `[K, B]` state made every row the caller reads a call into one large
+  # per-element function, inlined nowhere and vectorised nowhere
+  # (benchmarks/README.md, "The per-trip update under XLA").
+  new_state = pack(LineSearchState(*[
+      tf.where(refine, if_refined, tf.where(searching, if_advanced, if_stopped))
+      for if_refined, if_advanced, if_stopped in zip(
+          refined, advanced, state._replace(num_evaluations=counted))]))
   return new_state, status, (moved & searching) | refine
 
 
