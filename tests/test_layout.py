@@ -6,7 +6,8 @@
 SciPy to it. The interface wing may reach the solver only through the public
 solver modules `tf_extopt.lbfgs` and `tf_extopt.lbfgsb`, so the solver's
 internals can change without touching the interface. Shared leaf modules at
-the top (`_results`, `_validation`) are importable from both wings.
+the top (`_devices`, `_results`, `_validation`) are importable from both
+wings.
 
 This test reads the imports with `ast` (nothing is imported) and fails on
 any `tf_extopt._solver...` import from the interface wing.

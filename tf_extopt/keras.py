@@ -73,6 +73,7 @@ from tf_extopt._interface import _distribute
 from tf_extopt._interface import _packing
 from tf_extopt._interface import _problem
 from tf_extopt._interface import _run
+from tf_extopt import _devices
 from tf_extopt import _validation
 
 __all__ = ["fit"]
@@ -585,10 +586,8 @@ def _auto_method(options, max_iterations, jit_compile, backup):
   """
   if "options" in options or "tol" in options:
     return _AUTO_SCIPY_METHOD
-  accelerated = bool(tf.config.list_logical_devices("GPU")
-                     or tf.config.list_logical_devices("TPU"))
   if (max_iterations >= AUTO_ON_DEVICE_ITERATIONS or jit_compile
-      or backup is not None or accelerated
+      or backup is not None or _devices.accelerator_visible()
       or set(options) - {"var_to_bounds"}):
     return "lbfgs"
   return _AUTO_SCIPY_METHOD
@@ -870,8 +869,8 @@ def fit(model, x=None, y=None, batch_size=None, sample_weight=None,
     iteration; `history.evaluations[i]` is the number of objective
     evaluations (loss and gradient over the full data) made by the end of
     iteration `i`; `history.result` is the optimizer's `OptimizeResult`,
-    with `method` the method that ran (None when `max_iterations=0`). When a callback set the weights to
-    another point at the end (`EarlyStopping(restore_best_weights=True)`),
+    with `method` the method that ran (None when `max_iterations=0`).
+    When a callback set the weights to another point at the end (`EarlyStopping(restore_best_weights=True)`),
     `history.result` describes the weights the model holds: `x`, and `fun`
     and `jac` evaluated there (one more evaluation), with `success` False,
     `status` 97 and the optimizer's own status in `optimizer_status`.

@@ -12,12 +12,12 @@ import tensorflow as tf
 
 from tf_extopt._solver._lbfgsb import _cauchy
 from tf_extopt._solver._lbfgsb import _compact
-from tf_extopt._solver import _context
 from tf_extopt._solver import _convergence
 from tf_extopt._solver._lbfgsb import _dense
 from tf_extopt._solver import _driver
 from tf_extopt._solver import _memory
 from tf_extopt._solver._lbfgsb import _subspace
+from tf_extopt import _devices
 
 # SciPy's L-BFGS-B cap on a step that no bound limits (``stpmx``).
 MAX_STEP = 1e10
@@ -170,7 +170,7 @@ def _chunked(x):
   """Whether directions are computed in chunks for this `[B, n]` batch."""
   batch_size = x.shape[0]
   return (batch_size is not None and batch_size >= CHUNKED_MIN_BATCH
-          and not _context.accelerator_visible())
+          and not _devices.accelerator_visible())
 
 
 def _in_chunks(member_directions, where, x, g, memory, *per_member):
