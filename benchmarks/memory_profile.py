@@ -44,7 +44,6 @@ import tensorflow as tf
 
 import tf_extopt
 from tf_extopt import test_problems
-from tf_extopt._solver import _context
 from tf_extopt._solver import _driver
 from tf_extopt._solver import _memory
 
@@ -224,12 +223,8 @@ def _ring_module():
               tf.where(slot[:, :, None], y[None], memory.y),
               tf.where(slot, rho[None], memory.rho))
 
-    if _context.in_xla_context():
-      new_s, new_y, new_rho = tf.cond(
-          tf.reduce_any(where), pushed,
-          lambda: (memory.s, memory.y, memory.rho))
-    else:
-      new_s, new_y, new_rho = pushed()
+    new_s, new_y, new_rho = _memory.written_where(
+        where, pushed, (memory.s, memory.y, memory.rho))
     return RingMemory(
         s=new_s, y=new_y, rho=new_rho,
         count=tf.where(where, tf.minimum(memory.count + 1, num_pairs),

@@ -28,8 +28,8 @@ import tensorflow as tf
 
 from tf_extopt._solver import _context
 
-__all__ = ["Memory", "empty", "push", "reset", "select", "to_deltas",
-           "from_deltas", "direction", "chronological"]
+__all__ = ["Memory", "empty", "push", "written_where", "reset", "select",
+           "to_deltas", "from_deltas", "direction", "chronological"]
 
 Memory = collections.namedtuple(
     "Memory",
@@ -53,7 +53,7 @@ def push(memory, s, y, where, conditional=None):
   """Appends `(s, y)` (each `[B, n]`) for the members where `where` is true.
 
   `conditional` puts the shift behind a `tf.cond` on `any(where)`; None
-  (the solver's choice) does so under XLA only (see below).
+  (the solver's choice) does so under XLA only (see `written_where`).
   """
   num_pairs = memory.s.shape[0]
   s = tf.transpose(s)
@@ -68,23 +68,30 @@ def push(memory, s, y, where, conditional=None):
     return (shifted(memory.s, s), shifted(memory.y, y),
             shifted(memory.rho, rho))
 
-  if conditional is None:
-    conditional = _context.in_xla_context()
-  if conditional:
-    # Through a conditional, `where` reaches the shift as a computed [B]
-    # array. Otherwise XLA fuses the whole line-search logic that decides
-    # `where` into the shift and recomputes it for every element of the
-    # [m, n, B] buffers, several times the cost of the rest of the push
-    # (docs/design.md, "The memory").
-    new_s, new_y, new_rho = tf.cond(
-        tf.reduce_any(where), pushed,
-        lambda: (memory.s, memory.y, memory.rho))
-  else:
-    new_s, new_y, new_rho = pushed()
+  new_s, new_y, new_rho = written_where(
+      where, pushed, (memory.s, memory.y, memory.rho), conditional)
   return Memory(
       s=new_s, y=new_y, rho=new_rho,
       count=tf.where(where, tf.minimum(memory.count + 1, num_pairs),
                      memory.count))
+
+
+def written_where(where, write, buffers, conditional=None):
+  """`write()`, the buffers rewritten for the members where `where` is true.
+
+  With `conditional` (None: under XLA only), behind a `tf.cond` on
+  `any(where)` that returns `buffers` unchanged otherwise. Through the
+  conditional, `where` reaches the write as a computed `[B]` array.
+  Otherwise XLA fuses the whole line-search logic that decides `where`
+  into the write and recomputes it for every element of the `[m, n, B]`
+  buffers, several times the cost of the rest of the push (docs/design.md,
+  "The memory").
+  """
+  if conditional is None:
+    conditional = _context.in_xla_context()
+  if not conditional:
+    return write()
+  return tf.cond(tf.reduce_any(where), write, lambda: buffers)
 
 
 def reset(memory, where):
